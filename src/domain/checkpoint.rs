@@ -1,0 +1,192 @@
+//! Checkpoints: the state of a thread after a step, and their rendering as the API's ThreadState.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::ids::{CheckpointId, RunId, ThreadId};
+use super::time::Timestamp;
+use super::JsonMap;
+
+/// Why a checkpoint was written (`metadata.source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointSource {
+    /// A run's input is about to be applied (the `__start__` task is pending).
+    Input,
+    /// After a superstep.
+    Loop,
+    /// `POST /threads/{t}/state`.
+    Update,
+    /// Copy of an older checkpoint that a run was started from.
+    Fork,
+}
+
+impl CheckpointSource {
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointSource::Input => "input",
+            CheckpointSource::Loop => "loop",
+            CheckpointSource::Update => "update",
+            CheckpointSource::Fork => "fork",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Input, Self::Loop, Self::Update, Self::Fork]
+            .into_iter()
+            .find(|source| source.as_str() == text)
+    }
+}
+
+/// A task pending at a checkpoint: one node that the next superstep runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: Uuid,
+    pub name: String,
+    /// The error the task failed with, when the run failed in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The task's input/result where known (the run input for `__start__`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+/// One persisted checkpoint of a thread.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub thread_id: ThreadId,
+    pub checkpoint_ns: String,
+    pub checkpoint_id: CheckpointId,
+    pub parent_checkpoint_id: Option<CheckpointId>,
+    /// The run that wrote it; `None` for state updates and copies.
+    pub run_id: Option<RunId>,
+    pub step: i64,
+    pub source: CheckpointSource,
+    pub values: JsonMap,
+    /// Nodes the next superstep runs; empty when the graph has finished.
+    pub next: Vec<String>,
+    pub tasks: Vec<TaskRecord>,
+    pub metadata: JsonMap,
+    pub created_at: Timestamp,
+    /// Nodes whose writes produced this checkpoint (the default `as_node` of a state update).
+    pub updated_by: Vec<String>,
+}
+
+fn checkpoint_ref(thread_id: ThreadId, checkpoint_ns: &str, checkpoint_id: CheckpointId) -> Value {
+    json!({
+        "checkpoint_id": checkpoint_id,
+        "thread_id": thread_id,
+        "checkpoint_ns": checkpoint_ns,
+    })
+}
+
+impl Checkpoint {
+    /// This checkpoint as the API's ThreadState object.
+    pub fn to_state(&self) -> Value {
+        let tasks: Vec<Value> = self
+            .tasks
+            .iter()
+            .map(|task| {
+                json!({
+                    "id": task.id,
+                    "name": task.name,
+                    "path": ["__pregel_pull", task.name],
+                    "error": task.error,
+                    "interrupts": [],
+                    "checkpoint": null,
+                    "state": null,
+                    "result": task.result,
+                })
+            })
+            .collect();
+        json!({
+            "values": self.values,
+            "next": self.next,
+            "tasks": tasks,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "checkpoint": checkpoint_ref(self.thread_id, &self.checkpoint_ns, self.checkpoint_id),
+            "parent_checkpoint": self.parent_checkpoint_id
+                .map(|parent| checkpoint_ref(self.thread_id, &self.checkpoint_ns, parent)),
+            "interrupts": [],
+            "checkpoint_id": self.checkpoint_id,
+            "parent_checkpoint_id": self.parent_checkpoint_id,
+        })
+    }
+
+    /// A reference to this checkpoint: `{thread_id, checkpoint_ns, checkpoint_id}`.
+    pub fn reference(&self) -> Value {
+        json!({
+            "thread_id": self.thread_id,
+            "checkpoint_ns": self.checkpoint_ns,
+            "checkpoint_id": self.checkpoint_id,
+        })
+    }
+}
+
+/// The ThreadState of a thread that has no checkpoint yet.
+pub fn empty_state() -> Value {
+    json!({
+        "values": {},
+        "next": [],
+        "tasks": [],
+        "metadata": null,
+        "created_at": null,
+        "checkpoint": null,
+        "parent_checkpoint": null,
+        "interrupts": [],
+        "checkpoint_id": null,
+        "parent_checkpoint_id": null,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_state_has_the_reference_keys_in_order() {
+        let checkpoint = Checkpoint {
+            thread_id: ThreadId::generate(),
+            checkpoint_ns: String::new(),
+            checkpoint_id: CheckpointId::generate(),
+            parent_checkpoint_id: None,
+            run_id: None,
+            step: 0,
+            source: CheckpointSource::Loop,
+            values: JsonMap::new(),
+            next: vec!["tools".into()],
+            tasks: vec![TaskRecord {
+                id: Uuid::nil(),
+                name: "tools".into(),
+                error: None,
+                result: None,
+            }],
+            metadata: JsonMap::new(),
+            created_at: Timestamp::now(),
+            updated_by: vec![],
+        };
+        let state = checkpoint.to_state();
+        let keys: Vec<&str> = state.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "values",
+                "next",
+                "tasks",
+                "metadata",
+                "created_at",
+                "checkpoint",
+                "parent_checkpoint",
+                "interrupts",
+                "checkpoint_id",
+                "parent_checkpoint_id"
+            ]
+        );
+        assert_eq!(state["tasks"][0]["path"], json!(["__pregel_pull", "tools"]));
+        assert_eq!(state["parent_checkpoint"], Value::Null);
+    }
+}

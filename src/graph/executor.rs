@@ -1,0 +1,485 @@
+//! The superstep loop. `begin` computes, without IO, what a run writes before its first node runs
+//! (input or fork checkpoints); `execute` runs supersteps: all triggered nodes concurrently, each in
+//! its own task, then their updates merged through the reducers and one checkpoint handed to the
+//! `CheckpointSink` before the next step. Dropping the `execute` future aborts the node tasks.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use super::nodes::NodeInput;
+use super::{Graph, START};
+use crate::domain::checkpoint::{Checkpoint, CheckpointSource, TaskRecord};
+use crate::domain::ids::{task_id, CheckpointId, RunId, ThreadId};
+use crate::domain::run::{Breakpoints, RunError};
+use crate::domain::time::Timestamp;
+use crate::domain::JsonMap;
+
+/// Default `recursion_limit`: supersteps a run may execute.
+pub const DEFAULT_RECURSION_LIMIT: u64 = 25;
+
+/// Everything a run needs to execute, fixed when it starts.
+pub struct RunPlan {
+    pub graph: Arc<Graph>,
+    pub thread_id: ThreadId,
+    pub run_id: RunId,
+    /// The run input; `None` (or JSON `null`) continues from the current checkpoint.
+    pub input: Option<Value>,
+    /// What nodes see as their configuration.
+    pub node_config: Arc<JsonMap>,
+    /// Copied into the metadata of every checkpoint the run writes.
+    pub base_metadata: JsonMap,
+    pub recursion_limit: u64,
+    /// The graph's and the run's breakpoints.
+    pub interrupt_before: Vec<Breakpoints>,
+    pub interrupt_after: Vec<Breakpoints>,
+}
+
+/// Where execution stands: the latest checkpoint and what runs next.
+#[derive(Clone, Debug)]
+pub struct Cursor {
+    pub checkpoint_id: CheckpointId,
+    pub step: i64,
+    pub values: JsonMap,
+    pub next: Vec<String>,
+}
+
+/// What a run writes when it starts, and where it then continues.
+#[derive(Debug)]
+pub struct Begin {
+    /// Written in the same transaction that marks the run `running`.
+    pub checkpoints: Vec<Checkpoint>,
+    /// `None` when there is nothing to execute (the run succeeds with `values` at once).
+    pub cursor: Option<Cursor>,
+    /// The values the run ends with if nothing executes.
+    pub values: JsonMap,
+    /// True when continuing a checkpoint rather than applying new input: breakpoints before the
+    /// first step do not fire again.
+    pub resuming: bool,
+}
+
+/// How a run ended without failing.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub values: JsonMap,
+    /// Non-empty when the run stopped at a breakpoint.
+    pub next: Vec<String>,
+}
+
+/// Why execution stopped early.
+#[derive(Debug)]
+pub enum Halt {
+    /// The graph failed; the run ends with status `error`.
+    Failed(RunError),
+    /// The run is no longer `running` in storage (it was stopped or rolled back): it must not write
+    /// or report anything more.
+    Fenced,
+}
+
+impl From<RunError> for Halt {
+    fn from(error: RunError) -> Self {
+        Halt::Failed(error)
+    }
+}
+
+/// Receives each checkpoint before the next superstep starts.
+pub trait CheckpointSink: Send {
+    /// Persists a checkpoint of this run.
+    fn save(&mut self, checkpoint: Checkpoint) -> BoxFuture<'static, Result<(), Halt>>;
+}
+
+/// The checkpoint metadata every checkpoint of a run shares: scalar `configurable` and run
+/// metadata entries (nested values and internal keys skipped), then `thread_id` and `run_id`.
+pub fn base_metadata(configurable: &JsonMap, run_metadata: &JsonMap, thread_id: ThreadId, run_id: RunId) -> JsonMap {
+    const SKIPPED: [&str; 9] = [
+        "thread_id",
+        "run_id",
+        "checkpoint_id",
+        "checkpoint_ns",
+        "checkpoint_map",
+        "langgraph_step",
+        "langgraph_node",
+        "langgraph_triggers",
+        "langgraph_path",
+    ];
+    let mut metadata = JsonMap::new();
+    for (key, value) in configurable.iter().chain(run_metadata.iter()) {
+        let scalar = matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_));
+        if scalar && !key.starts_with("__") && !SKIPPED.contains(&key.as_str()) {
+            metadata.insert(key.clone(), value.clone());
+        }
+    }
+    metadata.insert("thread_id".into(), json!(thread_id));
+    metadata.insert("run_id".into(), json!(run_id));
+    metadata
+}
+
+impl RunPlan {
+    fn checkpoint(
+        &self,
+        parent: Option<CheckpointId>,
+        step: i64,
+        source: CheckpointSource,
+        values: JsonMap,
+        next: Vec<String>,
+        updated_by: Vec<String>,
+        input: Option<&Value>,
+    ) -> Checkpoint {
+        let checkpoint_id = CheckpointId::generate();
+        let tasks = next
+            .iter()
+            .map(|name| TaskRecord {
+                id: task_id(&checkpoint_id, step + 1, name),
+                name: name.clone(),
+                error: None,
+                result: if name == START { input.cloned() } else { None },
+            })
+            .collect();
+        let mut metadata = self.base_metadata.clone();
+        metadata.insert("source".into(), json!(source.as_str()));
+        metadata.insert("step".into(), json!(step));
+        metadata.insert("parents".into(), json!({}));
+        Checkpoint {
+            thread_id: self.thread_id,
+            checkpoint_ns: String::new(),
+            checkpoint_id,
+            parent_checkpoint_id: parent,
+            run_id: Some(self.run_id),
+            step,
+            source,
+            values,
+            next,
+            tasks,
+            metadata,
+            created_at: Timestamp::now(),
+            updated_by,
+        }
+    }
+
+    fn breaks(breakpoints: &[Breakpoints], nodes: &[String]) -> bool {
+        breakpoints
+            .iter()
+            .any(|points| nodes.iter().any(|node| points.contains(node)))
+    }
+}
+
+fn cursor_of(checkpoint: &Checkpoint) -> Cursor {
+    Cursor {
+        checkpoint_id: checkpoint.checkpoint_id,
+        step: checkpoint.step,
+        values: checkpoint.values.clone(),
+        next: checkpoint.next.clone(),
+    }
+}
+
+/// Computes what a run writes before its first node: with input, an `input` checkpoint (the
+/// `__start__` task pending) and the `loop` checkpoint with the input applied; without input, a
+/// `fork` copy when starting from an older checkpoint, or nothing. `base` is the checkpoint to start
+/// from: the thread's latest, or the one the run names (`fork` true).
+pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Begin, RunError> {
+    let input = plan.input.as_ref().filter(|input| !input.is_null());
+    match (input, base) {
+        (Some(input), base) => {
+            let Value::Object(update) = input else {
+                return Err(RunError::new(
+                    "InvalidUpdateError",
+                    format!("Expected dict as graph input, got {input}"),
+                ));
+            };
+            let (parent, step, mut values) = match base {
+                Some(base) => (Some(base.checkpoint_id), base.step + 1, base.values.clone()),
+                None => (None, -1, plan.graph.initial_values()),
+            };
+            let input_checkpoint = plan.checkpoint(
+                parent,
+                step,
+                CheckpointSource::Input,
+                values.clone(),
+                vec![START.into()],
+                vec![],
+                Some(input),
+            );
+            plan.graph.apply_updates(&mut values, &[update])?;
+            let next = plan.graph.next_after(&[START.into()], &values);
+            let start_checkpoint = plan.checkpoint(
+                Some(input_checkpoint.checkpoint_id),
+                step + 1,
+                CheckpointSource::Loop,
+                values.clone(),
+                next,
+                vec![START.into()],
+                None,
+            );
+            Ok(Begin {
+                cursor: Some(cursor_of(&start_checkpoint)),
+                checkpoints: vec![input_checkpoint, start_checkpoint],
+                values,
+                resuming: false,
+            })
+        }
+        (None, Some(base)) if fork => {
+            let copy = plan.checkpoint(
+                Some(base.checkpoint_id),
+                base.step + 1,
+                CheckpointSource::Fork,
+                base.values.clone(),
+                base.next.clone(),
+                base.updated_by.clone(),
+                None,
+            );
+            Ok(Begin {
+                cursor: Some(cursor_of(&copy)),
+                values: copy.values.clone(),
+                checkpoints: vec![copy],
+                resuming: true,
+            })
+        }
+        (None, Some(base)) => Ok(Begin {
+            cursor: Some(cursor_of(base)),
+            checkpoints: vec![],
+            values: base.values.clone(),
+            resuming: true,
+        }),
+        (None, None) => Err(RunError::new(
+            "EmptyInputError",
+            "Received no input for __start__ and the thread has no checkpoint to continue from",
+        )),
+    }
+}
+
+/// Aborts a spawned task when dropped, so dropping the executor stops its nodes.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into()),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// Executes supersteps from `cursor` until no node is triggered, a breakpoint fires, a node
+/// fails, the recursion limit is hit, or the sink fences the run.
+pub async fn execute(
+    plan: &RunPlan,
+    cursor: Cursor,
+    resuming: bool,
+    sink: &mut dyn CheckpointSink,
+) -> Result<Finish, Halt> {
+    let mut cursor = cursor;
+    let mut first_step = true;
+    let mut supersteps: u64 = 0;
+    loop {
+        if cursor.next.is_empty() {
+            return Ok(Finish {
+                values: cursor.values,
+                next: vec![],
+            });
+        }
+        let skip_breakpoint = first_step && resuming;
+        if !skip_breakpoint && RunPlan::breaks(&plan.interrupt_before, &cursor.next) {
+            return Ok(Finish {
+                values: cursor.values,
+                next: cursor.next,
+            });
+        }
+        supersteps += 1;
+        if supersteps > plan.recursion_limit {
+            return Err(Halt::Failed(RunError::new(
+                "GraphRecursionError",
+                format!(
+                    "Recursion limit of {} reached without hitting a stop condition. You can increase the limit by setting the `recursion_limit` config key.",
+                    plan.recursion_limit
+                ),
+            )));
+        }
+        let step = cursor.step + 1;
+        let state = Arc::new(cursor.values.clone());
+        let tasks: Vec<(String, AbortOnDrop<_>)> = cursor
+            .next
+            .iter()
+            .map(|name| {
+                let node = plan
+                    .graph
+                    .node(name)
+                    .map(|definition| definition.node.clone());
+                let input = NodeInput {
+                    node: name.clone(),
+                    step,
+                    state: state.clone(),
+                    config: plan.node_config.clone(),
+                };
+                let handle = tokio::spawn(async move {
+                    match node {
+                        Some(node) => node.invoke(input).await,
+                        None => Err(RunError::new(
+                            "TaskNotFound",
+                            format!("node '{}' is not part of the graph", input.node),
+                        )),
+                    }
+                });
+                (name.clone(), AbortOnDrop(handle))
+            })
+            .collect();
+        // Every task is already running; awaiting them in order only fixes the merge order.
+        let mut results = Vec::with_capacity(tasks.len());
+        let mut tasks = tasks;
+        for (name, task) in tasks.iter_mut() {
+            match (&mut task.0).await {
+                Ok(Ok(update)) => results.push(update),
+                Ok(Err(error)) => return Err(Halt::Failed(error)),
+                Err(join_error) => {
+                    return Err(Halt::Failed(RunError::new(
+                        "NodePanic",
+                        format!("node '{name}' panicked: {}", panic_message(join_error)),
+                    )))
+                }
+            }
+        }
+        drop(tasks);
+        let updates: Vec<&JsonMap> = results.iter().flatten().collect();
+        let mut values = cursor.values;
+        plan.graph.apply_updates(&mut values, &updates)?;
+        let executed = cursor.next;
+        let next = plan.graph.next_after(&executed, &values);
+        let checkpoint = plan.checkpoint(
+            Some(cursor.checkpoint_id),
+            step,
+            CheckpointSource::Loop,
+            values,
+            next,
+            executed.clone(),
+            None,
+        );
+        cursor = cursor_of(&checkpoint);
+        sink.save(checkpoint).await?;
+        if !cursor.next.is_empty() && RunPlan::breaks(&plan.interrupt_after, &executed) {
+            return Ok(Finish {
+                values: cursor.values,
+                next: cursor.next,
+            });
+        }
+        first_step = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::nodes::NativeNodes;
+    use crate::graph::parse_spec;
+
+    struct Collect(Vec<Checkpoint>);
+
+    impl CheckpointSink for Collect {
+        fn save(&mut self, checkpoint: Checkpoint) -> BoxFuture<'static, Result<(), Halt>> {
+            self.0.push(checkpoint);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn plan(graph_toml: &str, input: Value) -> RunPlan {
+        let graph = crate::graph::Graph::from_spec(parse_spec("g", graph_toml).unwrap(), &NativeNodes::default()).unwrap();
+        let thread_id = ThreadId::generate();
+        let run_id = RunId::generate();
+        RunPlan {
+            graph: Arc::new(graph),
+            thread_id,
+            run_id,
+            input: Some(input),
+            node_config: Arc::new(json!({"delay": 0}).as_object().unwrap().clone()),
+            base_metadata: base_metadata(&JsonMap::new(), &JsonMap::new(), thread_id, run_id),
+            recursion_limit: DEFAULT_RECURSION_LIMIT,
+            interrupt_before: vec![],
+            interrupt_after: vec![],
+        }
+    }
+
+    const AGENT: &str = include_str!("../../config/graphs/agent.toml");
+
+    #[tokio::test]
+    async fn the_agent_answers_a_weather_question_in_four_messages() {
+        let plan = plan(AGENT, json!({"messages": [{"role": "user", "content": "what's the weather in nyc?"}]}));
+        let begin = begin(&plan, None, false).unwrap();
+        assert_eq!(begin.checkpoints.len(), 2);
+        assert_eq!((begin.checkpoints[0].step, begin.checkpoints[0].source), (-1, CheckpointSource::Input));
+        assert_eq!(begin.checkpoints[0].next, ["__start__"]);
+        assert_eq!(begin.checkpoints[1].next, ["agent"]);
+        let mut sink = Collect(vec![]);
+        let finish = execute(&plan, begin.cursor.unwrap(), begin.resuming, &mut sink).await.unwrap();
+        let kinds: Vec<&str> = finish.values["messages"].as_array().unwrap().iter()
+            .map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["human", "ai", "tool", "ai"]);
+        let steps: Vec<i64> = sink.0.iter().map(|c| c.step).collect();
+        assert_eq!(steps, [1, 2, 3]);
+        assert_eq!(sink.0[0].parent_checkpoint_id, Some(begin.checkpoints[1].checkpoint_id));
+        assert_eq!(sink.0[2].metadata["source"], "loop");
+        assert_eq!(sink.0[2].metadata["run_id"], json!(plan.run_id));
+    }
+
+    #[tokio::test]
+    async fn interrupt_before_stops_and_a_resume_continues_past_it() {
+        let mut plan = plan(AGENT, json!({"messages": "weather in sf"}));
+        plan.interrupt_before = vec![Breakpoints::Nodes(vec!["tools".into()])];
+        let started = begin(&plan, None, false).unwrap();
+        let mut sink = Collect(vec![]);
+        let finish = execute(&plan, started.cursor.unwrap(), false, &mut sink).await.unwrap();
+        assert_eq!(finish.next, ["tools"]);
+        let head = sink.0.last().unwrap().clone();
+        plan.input = None;
+        let resumed = begin(&plan, Some(&head), false).unwrap();
+        assert!(resumed.checkpoints.is_empty() && resumed.resuming);
+        let finish = execute(&plan, resumed.cursor.unwrap(), true, &mut sink).await.unwrap();
+        assert!(finish.next.is_empty());
+        assert_eq!(finish.values["messages"].as_array().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_loop_without_exit_hits_the_recursion_limit() {
+        let looping = "[channels]\nn = \"append\"\n[[nodes]]\nname = \"a\"\nkind = \"noop\"\n[[edges]]\nfrom = \"__start__\"\nto = \"a\"\n[[edges]]\nfrom = \"a\"\nto = \"a\"\n";
+        let mut plan = plan(looping, json!({}));
+        plan.recursion_limit = 3;
+        let started = begin(&plan, None, false).unwrap();
+        let mut sink = Collect(vec![]);
+        match execute(&plan, started.cursor.unwrap(), false, &mut sink).await {
+            Err(Halt::Failed(error)) => assert_eq!(error.error, "GraphRecursionError"),
+            other => panic!("expected a recursion error, got {other:?}"),
+        }
+        assert_eq!(sink.0.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_node_fails_only_its_run() {
+        let mut native = NativeNodes::default();
+        native.register("boom", |_input: NodeInput| async { panic!("kaboom") });
+        let spec = parse_spec("p", "[channels]\n[[nodes]]\nname = \"a\"\nkind = \"native\"\nfunction = \"boom\"\n[[edges]]\nfrom = \"__start__\"\nto = \"a\"\n").unwrap();
+        let mut plan = plan(AGENT, json!({}));
+        plan.graph = Arc::new(crate::graph::Graph::from_spec(spec, &native).unwrap());
+        let started = begin(&plan, None, false).unwrap();
+        match execute(&plan, started.cursor.unwrap(), false, &mut Collect(vec![])).await {
+            Err(Halt::Failed(error)) => {
+                assert_eq!(error.error, "NodePanic");
+                assert!(error.message.contains("kaboom"));
+            }
+            other => panic!("expected a panic error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_run_without_input_or_checkpoint_is_an_empty_input_error() {
+        let mut plan = plan(AGENT, json!({}));
+        plan.input = None;
+        assert_eq!(begin(&plan, None, false).unwrap_err().error, "EmptyInputError");
+    }
+}

@@ -1,0 +1,499 @@
+//! Graphs: state channels with reducers, nodes and edges, declared in config and executed in
+//! supersteps (see `executor`). Depends only on `domain`; never on actix, actix-web or rusqlite.
+
+pub mod executor;
+pub mod messages;
+pub mod nodes;
+pub mod scripted;
+pub mod spec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::domain::run::{Breakpoints, RunError};
+use crate::domain::JsonMap;
+use nodes::{NativeNodes, Node};
+use spec::{EdgeSpec, GraphSpec};
+
+/// The virtual entry node.
+pub const START: &str = "__start__";
+/// The virtual exit node.
+pub const END: &str = "__end__";
+
+/// A graph declaration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("graph '{graph}': {message}")]
+pub struct GraphError {
+    pub graph: String,
+    pub message: String,
+}
+
+/// How a channel combines the updates written to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reducer {
+    /// LangChain `add_messages`.
+    Messages,
+    /// List concatenation.
+    Append,
+    /// Last value wins; two writes in one superstep are an error.
+    Replace,
+}
+
+impl Reducer {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "messages" => Some(Reducer::Messages),
+            "append" => Some(Reducer::Append),
+            "replace" => Some(Reducer::Replace),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Reducer::Messages => "messages",
+            Reducer::Append => "append",
+            Reducer::Replace => "replace",
+        }
+    }
+}
+
+/// A state channel.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub name: String,
+    pub reducer: Reducer,
+}
+
+/// An outgoing edge of a node.
+#[derive(Clone, Debug)]
+pub enum Edge {
+    /// Always go to `to`.
+    Static { to: String },
+    /// Go to `then` when the last message is an AI message with tool calls, else `otherwise`.
+    HasToolCalls { then: String, otherwise: String },
+}
+
+/// A node of a graph.
+#[derive(Clone)]
+pub struct NodeDef {
+    pub name: String,
+    /// The declared kind, for `/graph` and logs.
+    pub kind: &'static str,
+    pub node: Arc<dyn Node>,
+}
+
+/// A validated, executable graph.
+pub struct Graph {
+    pub id: String,
+    pub description: Option<String>,
+    pub channels: Vec<Channel>,
+    pub nodes: Vec<NodeDef>,
+    /// Outgoing edges by source node (including `__start__`).
+    pub edges: HashMap<String, Vec<Edge>>,
+    pub interrupt_before: Option<Breakpoints>,
+    pub interrupt_after: Option<Breakpoints>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Graph {
+    /// Builds a graph from its declaration; every node and edge is checked here, so a graph that
+    /// loads cannot fail on structure at run time.
+    pub fn from_spec(spec: GraphSpec, native: &NativeNodes) -> Result<Self, GraphError> {
+        let id = spec.id.clone().unwrap_or_default();
+        let fail = |message: String| GraphError {
+            graph: id.clone(),
+            message,
+        };
+        if id.is_empty() {
+            return Err(fail("the graph needs an id".into()));
+        }
+        let mut channels = Vec::new();
+        for (name, reducer) in &spec.channels {
+            let reducer = reducer
+                .as_str()
+                .and_then(Reducer::parse)
+                .ok_or_else(|| {
+                    fail(format!(
+                        "channel '{name}' has reducer {reducer}; expected \"messages\", \"append\" or \"replace\""
+                    ))
+                })?;
+            channels.push(Channel {
+                name: name.clone(),
+                reducer,
+            });
+        }
+        let mut nodes = Vec::new();
+        for node_spec in &spec.nodes {
+            let name = node_spec.name().to_owned();
+            if name == START || name == END || name.is_empty() || name.contains('|') {
+                return Err(fail(format!("'{name}' is not a valid node name")));
+            }
+            if nodes.iter().any(|node: &NodeDef| node.name == name) {
+                return Err(fail(format!("node '{name}' is declared twice")));
+            }
+            let (kind, node) = nodes::build(node_spec, native).map_err(fail)?;
+            nodes.push(NodeDef { name, kind, node });
+        }
+        let known = |name: &str| name == END || nodes.iter().any(|node| node.name == name);
+        let mut edges: HashMap<String, Vec<Edge>> = HashMap::new();
+        for edge_spec in &spec.edges {
+            let edge = Self::edge(edge_spec).map_err(&fail)?;
+            if edge_spec.from != START && !nodes.iter().any(|node| node.name == edge_spec.from) {
+                return Err(fail(format!("edge from unknown node '{}'", edge_spec.from)));
+            }
+            let targets: Vec<&String> = match &edge {
+                Edge::Static { to } => vec![to],
+                Edge::HasToolCalls { then, otherwise } => vec![then, otherwise],
+            };
+            if let Some(unknown) = targets.into_iter().find(|target| !known(target)) {
+                return Err(fail(format!("edge to unknown node '{unknown}'")));
+            }
+            edges.entry(edge_spec.from.clone()).or_default().push(edge);
+        }
+        if !edges.contains_key(START) {
+            return Err(fail(format!("no edge leaves '{START}'")));
+        }
+        let uses_messages = nodes
+            .iter()
+            .any(|node| matches!(node.kind, "chat_model" | "tools"))
+            || edges
+                .values()
+                .flatten()
+                .any(|edge| matches!(edge, Edge::HasToolCalls { .. }));
+        if uses_messages && !channels.iter().any(|channel| channel.name == "messages") {
+            return Err(fail(
+                "chat_model and tools nodes and has_tool_calls edges need a 'messages' channel".into(),
+            ));
+        }
+        let graph = Graph {
+            id: id.clone(),
+            description: spec.description,
+            channels,
+            nodes,
+            edges,
+            interrupt_before: spec.interrupt_before,
+            interrupt_after: spec.interrupt_after,
+        };
+        for breakpoints in [&graph.interrupt_before, &graph.interrupt_after].into_iter().flatten() {
+            if let Breakpoints::Nodes(names) = breakpoints {
+                if let Some(unknown) = names.iter().find(|name| graph.node(name).is_none()) {
+                    return Err(fail(format!("breakpoint on unknown node '{unknown}'")));
+                }
+            }
+        }
+        Ok(graph)
+    }
+
+    fn edge(spec: &EdgeSpec) -> Result<Edge, String> {
+        match (&spec.to, &spec.when, &spec.then, &spec.otherwise) {
+            (Some(to), None, None, None) => Ok(Edge::Static { to: to.clone() }),
+            (None, Some(when), Some(then), Some(otherwise)) if when == "has_tool_calls" => {
+                Ok(Edge::HasToolCalls {
+                    then: then.clone(),
+                    otherwise: otherwise.clone(),
+                })
+            }
+            (None, Some(when), _, _) if when != "has_tool_calls" => Err(format!(
+                "edge from '{}' has unknown router '{when}'; expected \"has_tool_calls\"",
+                spec.from
+            )),
+            _ => Err(format!(
+                "edge from '{}' needs either `to`, or `when`, `then` and `else`",
+                spec.from
+            )),
+        }
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeDef> {
+        self.nodes.iter().find(|node| node.name == name)
+    }
+
+    /// Position of a node in declaration order, used to order tasks and updates.
+    fn order(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|node| node.name == name)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Values of a thread that has never been written: list channels start empty.
+    pub fn initial_values(&self) -> JsonMap {
+        self.channels
+            .iter()
+            .filter(|channel| channel.reducer != Reducer::Replace)
+            .map(|channel| (channel.name.clone(), json!([])))
+            .collect()
+    }
+
+    /// Applies the updates of one superstep (in the given order) through the channel reducers.
+    /// Keys that are not channels are ignored, as LangGraph does.
+    pub fn apply_updates(&self, values: &mut JsonMap, updates: &[&JsonMap]) -> Result<(), RunError> {
+        for channel in &self.channels {
+            let writes: Vec<&Value> = updates
+                .iter()
+                .filter_map(|update| update.get(&channel.name))
+                .collect();
+            if writes.is_empty() {
+                continue;
+            }
+            match channel.reducer {
+                Reducer::Replace => {
+                    if writes.len() > 1 {
+                        return Err(RunError::new(
+                            "InvalidUpdateError",
+                            format!(
+                                "At key '{}': Can receive only one value per step. Use an Annotated key to handle multiple values.",
+                                channel.name
+                            ),
+                        ));
+                    }
+                    values.insert(channel.name.clone(), writes[0].clone());
+                }
+                Reducer::Append => {
+                    let mut list = match values.remove(&channel.name) {
+                        Some(Value::Array(list)) => list,
+                        Some(Value::Null) | None => Vec::new(),
+                        Some(other) => vec![other],
+                    };
+                    for write in writes {
+                        match write {
+                            Value::Array(items) => list.extend(items.iter().cloned()),
+                            item => list.push(item.clone()),
+                        }
+                    }
+                    values.insert(channel.name.clone(), Value::Array(list));
+                }
+                Reducer::Messages => {
+                    let mut list = match values.remove(&channel.name) {
+                        Some(Value::Array(list)) => list,
+                        _ => Vec::new(),
+                    };
+                    for write in writes {
+                        list = messages::add_messages(&list, write)?;
+                    }
+                    values.insert(channel.name.clone(), Value::Array(list));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes to run after `executed` wrote their updates into `values`: the union of their
+    /// outgoing edges, in declaration order, without `__end__`.
+    pub fn next_after(&self, executed: &[String], values: &JsonMap) -> Vec<String> {
+        let last_message = values
+            .get("messages")
+            .and_then(Value::as_array)
+            .and_then(|list| list.last());
+        let has_tool_calls = last_message.is_some_and(|message| !messages::tool_calls(message).is_empty());
+        let mut next: Vec<String> = Vec::new();
+        for source in executed {
+            for edge in self.edges.get(source).into_iter().flatten() {
+                let target = match edge {
+                    Edge::Static { to } => to,
+                    Edge::HasToolCalls { then, otherwise } => {
+                        if has_tool_calls {
+                            then
+                        } else {
+                            otherwise
+                        }
+                    }
+                };
+                if target != END && !next.contains(target) {
+                    next.push(target.clone());
+                }
+            }
+        }
+        next.sort_by_key(|name| self.order(name));
+        next
+    }
+
+    /// The drawable graph for `GET /assistants/{id}/graph`.
+    pub fn drawable(&self) -> Value {
+        let mut nodes = vec![json!({"id": START, "type": "schema", "data": START})];
+        for node in &self.nodes {
+            nodes.push(json!({
+                "id": node.name,
+                "type": "runnable",
+                "data": {"id": ["spindle", node.kind], "name": node.name},
+            }));
+        }
+        nodes.push(json!({"id": END, "type": "schema", "data": END}));
+        let mut sources: Vec<&String> = self.edges.keys().collect();
+        sources.sort_by_key(|name| if *name == START { 0 } else { self.order(name).saturating_add(1) });
+        let mut edges = Vec::new();
+        for source in sources {
+            for edge in &self.edges[source] {
+                match edge {
+                    Edge::Static { to } => edges.push(json!({"source": source, "target": to})),
+                    Edge::HasToolCalls { then, otherwise } => {
+                        for target in [then, otherwise] {
+                            edges.push(json!({"source": source, "target": target, "conditional": true}));
+                        }
+                    }
+                }
+            }
+        }
+        json!({"nodes": nodes, "edges": edges})
+    }
+
+    /// JSON Schemas of the state, input, output, config and context for `/schemas`.
+    pub fn schemas(&self) -> Value {
+        let properties: JsonMap = self
+            .channels
+            .iter()
+            .map(|channel| {
+                let schema = match channel.reducer {
+                    Reducer::Messages => json!({"type": "array", "items": {"type": "object"},
+                        "title": channel.name, "description": "messages (add_messages)"}),
+                    Reducer::Append => json!({"type": "array", "title": channel.name,
+                        "description": channel.reducer.name()}),
+                    Reducer::Replace => json!({"title": channel.name,
+                        "description": channel.reducer.name()}),
+                };
+                (channel.name.clone(), schema)
+            })
+            .collect();
+        let state = json!({"title": self.id, "type": "object", "properties": properties});
+        let config = json!({"title": "Configurable", "type": "object", "properties": {
+            "delay": {"type": "number", "description": "seconds each model and tool step takes"}
+        }});
+        json!({
+            "graph_id": self.id,
+            "input_schema": state,
+            "output_schema": state,
+            "state_schema": state,
+            "config_schema": config,
+            "context_schema": config,
+        })
+    }
+}
+
+/// Every configured graph by id.
+#[derive(Debug, Default)]
+pub struct GraphRegistry {
+    graphs: BTreeMap<String, Arc<Graph>>,
+}
+
+impl GraphRegistry {
+    /// Loads the graph files (paths relative to `base_dir`) and checks them.
+    pub fn load(files: &[impl AsRef<Path>], base_dir: &Path, native: &NativeNodes) -> Result<Self, GraphError> {
+        let mut registry = GraphRegistry::default();
+        for file in files {
+            let path = base_dir.join(file.as_ref());
+            let spec = GraphSpec::read(&path).map_err(|message| GraphError {
+                graph: path.display().to_string(),
+                message,
+            })?;
+            registry.insert(Graph::from_spec(spec, native)?)?;
+        }
+        Ok(registry)
+    }
+
+    /// Adds a graph; ids must be unique.
+    pub fn insert(&mut self, graph: Graph) -> Result<(), GraphError> {
+        if self.graphs.contains_key(&graph.id) {
+            return Err(GraphError {
+                graph: graph.id.clone(),
+                message: "declared twice".into(),
+            });
+        }
+        self.graphs.insert(graph.id.clone(), Arc::new(graph));
+        Ok(())
+    }
+
+    /// The graph with this id.
+    pub fn get(&self, graph_id: &str) -> Option<Arc<Graph>> {
+        self.graphs.get(graph_id).cloned()
+    }
+
+    /// Graph ids in sorted order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.graphs.keys().map(String::as_str)
+    }
+}
+
+/// Parses a graph declaration from TOML text (used by tests and examples).
+pub fn parse_spec(id: &str, text: &str) -> Result<GraphSpec, String> {
+    let mut spec: GraphSpec = toml::from_str(text).map_err(|error| error.to_string())?;
+    spec.id.get_or_insert_with(|| id.to_owned());
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AGENT: &str = r#"
+        [channels]
+        messages = "messages"
+        [[nodes]]
+        name = "agent"
+        kind = "chat_model"
+        provider = "scripted"
+        tools = ["tavily_search_results_json"]
+        [[nodes]]
+        name = "tools"
+        kind = "tools"
+        tools = ["tavily_search_results_json"]
+        [[edges]]
+        from = "__start__"
+        to = "agent"
+        [[edges]]
+        from = "agent"
+        when = "has_tool_calls"
+        then = "tools"
+        else = "__end__"
+        [[edges]]
+        from = "tools"
+        to = "agent"
+    "#;
+
+    fn agent() -> Graph {
+        Graph::from_spec(parse_spec("agent", AGENT).unwrap(), &NativeNodes::default()).unwrap()
+    }
+
+    #[test]
+    fn routes_on_tool_calls() {
+        let graph = agent();
+        let mut values = graph.initial_values();
+        assert_eq!(graph.next_after(&[START.into()], &values), ["agent"]);
+        values.insert("messages".into(), json!([{"type": "ai", "content": "", "tool_calls": [{"id": "1", "name": "t", "args": {}}]}]));
+        assert_eq!(graph.next_after(&["agent".into()], &values), ["tools"]);
+        values.insert("messages".into(), json!([{"type": "ai", "content": "done", "tool_calls": []}]));
+        assert!(graph.next_after(&["agent".into()], &values).is_empty());
+    }
+
+    #[test]
+    fn bad_declarations_are_refused_with_the_reason() {
+        let broken = AGENT.replace("to = \"agent\"\n        [[edges]]\n        from = \"agent\"", "to = \"nowhere\"\n        [[edges]]\n        from = \"agent\"");
+        let error = Graph::from_spec(parse_spec("agent", &broken).unwrap(), &NativeNodes::default()).unwrap_err();
+        assert!(error.to_string().contains("unknown node 'nowhere'"), "{error}");
+        let unknown_kind = parse_spec("x", "[channels]\n[[nodes]]\nname = \"a\"\nkind = \"teleport\"\n[[edges]]\nfrom = \"__start__\"\nto = \"a\"\n");
+        assert!(unknown_kind.unwrap_err().contains("teleport"));
+    }
+
+    #[test]
+    fn replace_channels_take_one_write_per_step() {
+        let spec = parse_spec("r", "[channels]\nx = \"replace\"\nl = \"append\"\n[[nodes]]\nname = \"a\"\nkind = \"noop\"\n[[edges]]\nfrom = \"__start__\"\nto = \"a\"\n").unwrap();
+        let graph = Graph::from_spec(spec, &NativeNodes::default()).unwrap();
+        let mut values = graph.initial_values();
+        let first = json!({"x": 1, "l": [1]}).as_object().unwrap().clone();
+        let second = json!({"x": 2, "l": 2}).as_object().unwrap().clone();
+        graph.apply_updates(&mut values, &[&first]).unwrap();
+        graph.apply_updates(&mut values, &[&second]).unwrap();
+        assert_eq!(Value::Object(values.clone()), json!({"l": [1, 2], "x": 2}));
+        let error = graph.apply_updates(&mut values, &[&first, &second]).unwrap_err();
+        assert_eq!(error.error, "InvalidUpdateError");
+    }
+}

@@ -1,0 +1,224 @@
+//! Node kinds: what a node is given (state and config), what it returns (a partial update), and
+//! the built-in kinds declared in graph files. Rust users add kinds through `NativeNodes`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{join_all, BoxFuture};
+use serde_json::Value;
+
+use super::scripted;
+use super::spec::NodeSpec;
+use crate::domain::run::RunError;
+use crate::domain::JsonMap;
+
+/// What a node sees when it runs.
+#[derive(Clone, Debug)]
+pub struct NodeInput {
+    /// The node's name in the graph.
+    pub node: String,
+    /// The superstep being executed.
+    pub step: i64,
+    /// The state before this superstep.
+    pub state: Arc<JsonMap>,
+    /// The run's `configurable` with its `context` merged over it.
+    pub config: Arc<JsonMap>,
+}
+
+/// A node's partial state update (`None`: no update), or the error that fails the run.
+pub type NodeResult = Result<Option<JsonMap>, RunError>;
+
+/// Node logic. Invocations run in their own task: a panic fails only the run.
+pub trait Node: Send + Sync + 'static {
+    /// Runs the node once.
+    fn invoke(&self, input: NodeInput) -> BoxFuture<'static, NodeResult>;
+}
+
+impl<F, Fut> Node for F
+where
+    F: Fn(NodeInput) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = NodeResult> + Send + 'static,
+{
+    fn invoke(&self, input: NodeInput) -> BoxFuture<'static, NodeResult> {
+        Box::pin(self(input))
+    }
+}
+
+/// Rust node functions that graph files can use with `kind = "native"`.
+#[derive(Clone, Default)]
+pub struct NativeNodes {
+    functions: HashMap<String, Arc<dyn Node>>,
+}
+
+impl NativeNodes {
+    /// Registers `node` under `name`.
+    pub fn register(&mut self, name: impl Into<String>, node: impl Node) -> &mut Self {
+        self.functions.insert(name.into(), Arc::new(node));
+        self
+    }
+}
+
+/// Builds the node a declaration describes; errors say what is wrong with it.
+pub(super) fn build(spec: &NodeSpec, native: &NativeNodes) -> Result<(&'static str, Arc<dyn Node>), String> {
+    match spec {
+        NodeSpec::Noop { .. } => Ok(("noop", Arc::new(Noop))),
+        NodeSpec::ChatModel {
+            name,
+            provider,
+            tools,
+            delay_ms,
+        } => {
+            if provider != "scripted" {
+                return Err(format!(
+                    "node '{name}' has chat model provider '{provider}'; expected \"scripted\""
+                ));
+            }
+            check_tools(name, tools)?;
+            Ok((
+                "chat_model",
+                Arc::new(ScriptedChatModel {
+                    tools: tools.clone(),
+                    delay: Duration::from_millis(*delay_ms),
+                }),
+            ))
+        }
+        NodeSpec::Tools { name, tools, delay_ms } => {
+            check_tools(name, tools)?;
+            Ok((
+                "tools",
+                Arc::new(ToolsNode {
+                    tools: tools.clone(),
+                    delay: Duration::from_millis(*delay_ms),
+                }),
+            ))
+        }
+        NodeSpec::Native { name, function } => native
+            .functions
+            .get(function)
+            .map(|node| ("native", node.clone()))
+            .ok_or_else(|| format!("node '{name}' uses native function '{function}', which is not registered")),
+    }
+}
+
+fn check_tools(node: &str, tools: &[String]) -> Result<(), String> {
+    match tools.iter().find(|tool| !scripted::is_builtin_tool(tool)) {
+        Some(unknown) => Err(format!(
+            "node '{node}' names tool '{unknown}'; built-in tools: {}",
+            scripted::BUILTIN_TOOLS.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// How long a scripted step takes: `configurable.delay` in seconds if set, else the node default.
+pub fn step_delay(config: &JsonMap, default: Duration) -> Duration {
+    match config.get("delay") {
+        Some(Value::Number(seconds)) => seconds
+            .as_f64()
+            .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+            .map(|seconds| Duration::from_secs_f64(seconds.min(3600.0)))
+            .unwrap_or(Duration::ZERO),
+        Some(Value::String(text)) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+            .map(|seconds| Duration::from_secs_f64(seconds.min(3600.0)))
+            .unwrap_or(default),
+        _ => default,
+    }
+}
+
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn messages_of(state: &JsonMap) -> &[Value] {
+    state
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn messages_update(messages: Vec<Value>) -> JsonMap {
+    let mut update = JsonMap::new();
+    update.insert("messages".into(), Value::Array(messages));
+    update
+}
+
+/// A node that returns no update (the `echo` graph measures the runtime's own overhead with it).
+struct Noop;
+
+impl Node for Noop {
+    fn invoke(&self, _input: NodeInput) -> BoxFuture<'static, NodeResult> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// The built-in offline chat model.
+struct ScriptedChatModel {
+    tools: Vec<String>,
+    delay: Duration,
+}
+
+impl Node for ScriptedChatModel {
+    fn invoke(&self, input: NodeInput) -> BoxFuture<'static, NodeResult> {
+        let delay = step_delay(&input.config, self.delay);
+        let reply = scripted::reply(messages_of(&input.state), &self.tools);
+        Box::pin(async move {
+            pause(delay).await;
+            Ok(Some(messages_update(vec![reply])))
+        })
+    }
+}
+
+/// Executes the tool calls of the last AI message, concurrently, one tool message per call.
+struct ToolsNode {
+    tools: Vec<String>,
+    delay: Duration,
+}
+
+impl Node for ToolsNode {
+    fn invoke(&self, input: NodeInput) -> BoxFuture<'static, NodeResult> {
+        let delay = step_delay(&input.config, self.delay);
+        let last = messages_of(&input.state).last().cloned();
+        let tools = self.tools.clone();
+        Box::pin(async move {
+            let calls = match &last {
+                Some(message) if super::messages::message_type(message) == Some("ai") => {
+                    super::messages::tool_calls(message).to_vec()
+                }
+                _ => return Err(RunError::new("ValueError", "No AIMessage found in input")),
+            };
+            let results = join_all(calls.iter().map(|call| {
+                let tools = &tools;
+                async move {
+                    pause(delay).await;
+                    scripted::run_tool(call, tools)
+                }
+            }))
+            .await;
+            Ok(Some(messages_update(results)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn delay_comes_from_configurable_seconds_or_the_default() {
+        let default = Duration::from_millis(200);
+        let config = |value: Value| json!({"delay": value}).as_object().unwrap().clone();
+        assert_eq!(step_delay(&JsonMap::new(), default), default);
+        assert_eq!(step_delay(&config(json!(0.5)), default), Duration::from_millis(500));
+        assert_eq!(step_delay(&config(json!(0)), default), Duration::ZERO);
+        assert_eq!(step_delay(&config(json!("x")), default), default);
+    }
+}

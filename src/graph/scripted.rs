@@ -1,0 +1,178 @@
+//! The built-in offline chat model and canned tools, so the default `agent` graph works with no
+//! network. The model is deterministic apart from message and tool-call ids.
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::messages::{content_text, message_type, tool_calls};
+
+/// The canned web-search tool of the default `agent` graph.
+pub const SEARCH_TOOL: &str = "tavily_search_results_json";
+
+/// Tools that need no configuration.
+pub const BUILTIN_TOOLS: [&str; 1] = [SEARCH_TOOL];
+
+/// Whether `name` is a built-in tool.
+pub fn is_builtin_tool(name: &str) -> bool {
+    BUILTIN_TOOLS.contains(&name)
+}
+
+fn ai_message(content: String, calls: Vec<Value>) -> Value {
+    json!({
+        "content": content,
+        "additional_kwargs": {},
+        "response_metadata": {"model_name": "scripted", "finish_reason": if calls.is_empty() { "stop" } else { "tool_calls" }},
+        "type": "ai",
+        "name": null,
+        "id": format!("lc_run--{}", Uuid::now_v7()),
+        "tool_calls": calls,
+        "invalid_tool_calls": [],
+        "usage_metadata": null,
+    })
+}
+
+/// The place a weather question asks about: the words after the last " in ", without
+/// trailing punctuation ("what's the weather in nyc?" → "nyc").
+fn weather_location(question: &str) -> Option<String> {
+    let lower = question.to_lowercase();
+    if !lower.contains("weather") {
+        return None;
+    }
+    let after = lower.rsplit_once(" in ").map(|(_, place)| place).unwrap_or("");
+    let place = after.trim().trim_end_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace());
+    Some(if place.is_empty() { "your area".to_owned() } else { place.to_owned() })
+}
+
+/// The model's answer to a conversation: a tool call for a weather question when the search tool
+/// is bound, a one-sentence answer that uses tool results after them, else an echo.
+pub fn reply(messages: &[Value], tools: &[String]) -> Value {
+    let Some(last) = messages.last() else {
+        return ai_message("Hello! Ask me about the weather somewhere.".into(), vec![]);
+    };
+    match message_type(last) {
+        Some("tool") => {
+            let results: Vec<String> = messages
+                .iter()
+                .rev()
+                .take_while(|message| message_type(message) == Some("tool"))
+                .map(content_text)
+                .collect();
+            let summary = results
+                .iter()
+                .rev()
+                .map(|text| describe_result(text))
+                .collect::<Vec<_>>()
+                .join("; ");
+            ai_message(format!("{summary}."), vec![])
+        }
+        Some("human") => {
+            let question = content_text(last);
+            match weather_location(&question) {
+                Some(place) if tools.iter().any(|tool| tool == SEARCH_TOOL) => {
+                    let call = json!({
+                        "name": SEARCH_TOOL,
+                        "args": {"query": format!("weather in {place}")},
+                        "id": format!("call_{}", &Uuid::new_v4().simple().to_string()[..24]),
+                        "type": "tool_call",
+                    });
+                    ai_message(String::new(), vec![call])
+                }
+                _ => ai_message(format!("You said: {question}"), vec![]),
+            }
+        }
+        _ => ai_message("Is there anything else I can help with?".into(), vec![]),
+    }
+}
+
+/// One sentence about a search result, using its fields when it is the canned weather JSON.
+fn describe_result(text: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(text).ok();
+    match parsed {
+        Some(result) if result.get("temp_c").is_some() => {
+            let query = result["query"].as_str().unwrap_or("the weather");
+            let place = query.strip_prefix("weather in ").unwrap_or(query);
+            format!(
+                "The weather in {place} is {} and {}°C, according to the search result",
+                result["conditions"].as_str().unwrap_or("unknown"),
+                result["temp_c"]
+            )
+        }
+        _ => format!("The search returned: {text}"),
+    }
+}
+
+/// Canned search result: stable figures derived from the query text.
+fn search(query: &str) -> Value {
+    let seed: u32 = query.bytes().map(u32::from).sum();
+    const CONDITIONS: [&str; 4] = ["sunny", "cloudy", "rainy", "windy"];
+    json!({
+        "query": query,
+        "temp_c": 5 + seed % 25,
+        "conditions": CONDITIONS[(seed % 4) as usize],
+    })
+}
+
+/// Executes one tool call; a failure becomes a tool message with status `error`.
+pub fn run_tool(call: &Value, tools: &[String]) -> Value {
+    let name = call["name"].as_str().unwrap_or_default();
+    let (content, status) = if !tools.iter().any(|tool| tool == name) {
+        (format!("Error: {name} is not a valid tool, try one of [{}].", tools.join(", ")), "error")
+    } else {
+        match call["args"]["query"].as_str() {
+            Some(query) => (search(query).to_string(), "success"),
+            None => ("Error: the 'query' argument (a string) is required".to_owned(), "error"),
+        }
+    };
+    json!({
+        "content": content,
+        "additional_kwargs": {},
+        "response_metadata": {},
+        "type": "tool",
+        "name": name,
+        "id": Uuid::new_v4().to_string(),
+        "tool_call_id": call["id"],
+        "artifact": null,
+        "status": status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn human(text: &str) -> Value {
+        json!({"type": "human", "content": text, "id": "h"})
+    }
+
+    #[test]
+    fn a_weather_question_calls_the_search_tool_with_the_place() {
+        let tools = vec![SEARCH_TOOL.to_owned()];
+        let answer = reply(&[human("what's the weather in nyc?")], &tools);
+        assert_eq!(tool_calls(&answer).len(), 1);
+        assert_eq!(answer["tool_calls"][0]["args"], json!({"query": "weather in nyc"}));
+        assert!(answer["id"].as_str().unwrap().starts_with("lc_run--"));
+    }
+
+    #[test]
+    fn the_answer_after_a_tool_result_uses_it_in_one_sentence() {
+        let tools = vec![SEARCH_TOOL.to_owned()];
+        let question = human("what's the weather in nyc?");
+        let call = reply(std::slice::from_ref(&question), &tools);
+        let result = run_tool(&call["tool_calls"][0], &tools);
+        assert_eq!(result["tool_call_id"], call["tool_calls"][0]["id"]);
+        let answer = reply(&[question, call, result.clone()], &tools);
+        let text = answer["content"].as_str().unwrap();
+        let figures: Value = serde_json::from_str(result["content"].as_str().unwrap()).unwrap();
+        assert!(text.starts_with("The weather in nyc is"), "{text}");
+        assert!(text.contains(&format!("{}°C", figures["temp_c"])), "{text}");
+        assert_eq!(text.matches('.').count(), 1, "one sentence: {text}");
+        assert!(tool_calls(&answer).is_empty());
+    }
+
+    #[test]
+    fn other_questions_are_echoed_and_unknown_tools_fail_softly() {
+        assert_eq!(reply(&[human("hi")], &[])["content"], "You said: hi");
+        let failed = run_tool(&json!({"name": "nope", "args": {}, "id": "c"}), &[SEARCH_TOOL.to_owned()]);
+        assert_eq!(failed["status"], "error");
+    }
+}

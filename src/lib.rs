@@ -1,0 +1,5 @@
+//! Spindle: a self-hosted agent server that speaks the LangGraph Platform HTTP API.
+//! See ARCHITECTURE.md for the actor tree, the code map and the invariants.
+
+pub mod domain;
+pub mod graph;
