@@ -3,3 +3,4 @@
 
 pub mod domain;
 pub mod graph;
+pub mod storage;

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::messages::{content_text, message_type, tool_calls};
+use super::messages::{content_text, message_type};
 
 /// The canned web-search tool of the default `agent` graph.
 pub const SEARCH_TOOL: &str = "tavily_search_results_json";
@@ -139,6 +139,7 @@ pub fn run_tool(call: &Value, tools: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::messages::tool_calls;
 
     fn human(text: &str) -> Value {
         json!({"type": "human", "content": text, "id": "h"})

@@ -1,0 +1,202 @@
+//! SQL for the `assistants` and `assistant_versions` tables.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{named_params, params_from_iter, Connection, OptionalExtension, Row};
+
+use super::codec::{json_column, to_json};
+use super::filter::Where;
+use super::StorageError;
+use crate::domain::assistant::{Assistant, AssistantVersion};
+use crate::domain::ids::AssistantId;
+use crate::domain::time::Timestamp;
+use crate::domain::JsonMap;
+
+const COLUMNS: &str =
+    "assistant_id, graph_id, config, context, metadata, name, created_at, updated_at, version, description";
+
+fn map_row(row: &Row<'_>) -> rusqlite::Result<Assistant> {
+    Ok(Assistant {
+        assistant_id: row.get("assistant_id")?,
+        graph_id: row.get("graph_id")?,
+        config: json_column(row, "config")?,
+        context: json_column(row, "context")?,
+        metadata: json_column(row, "metadata")?,
+        name: row.get("name")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        version: row.get("version")?,
+        description: row.get("description")?,
+    })
+}
+
+fn map_version(row: &Row<'_>) -> rusqlite::Result<AssistantVersion> {
+    Ok(AssistantVersion {
+        assistant_id: row.get("assistant_id")?,
+        graph_id: row.get("graph_id")?,
+        config: json_column(row, "config")?,
+        context: json_column(row, "context")?,
+        metadata: json_column(row, "metadata")?,
+        name: row.get("name")?,
+        created_at: row.get("created_at")?,
+        version: row.get("version")?,
+        description: row.get("description")?,
+    })
+}
+
+/// The assistant, if it exists.
+pub fn get(connection: &Connection, assistant_id: AssistantId) -> Result<Option<Assistant>, StorageError> {
+    let mut statement =
+        connection.prepare_cached(&format!("SELECT {COLUMNS} FROM assistants WHERE assistant_id = ?"))?;
+    Ok(statement.query_row([assistant_id], map_row).optional()?)
+}
+
+/// Writes a version row and points the assistant at it (inserting the assistant if new).
+pub fn put_version(connection: &Connection, version: &AssistantVersion, updated_at: Timestamp) -> Result<(), StorageError> {
+    let params = named_params! {
+        ":assistant_id": version.assistant_id,
+        ":version": version.version,
+        ":graph_id": version.graph_id,
+        ":name": version.name,
+        ":description": version.description,
+        ":config": to_json(&version.config)?,
+        ":context": to_json(&version.context)?,
+        ":metadata": to_json(&version.metadata)?,
+        ":created_at": version.created_at,
+        ":updated_at": updated_at,
+    };
+    connection
+        .prepare_cached(
+            "INSERT INTO assistants (assistant_id, graph_id, name, description, config, context, metadata,
+                version, created_at, updated_at)
+             VALUES (:assistant_id, :graph_id, :name, :description, :config, :context, :metadata, :version,
+                :created_at, :updated_at)
+             ON CONFLICT (assistant_id) DO UPDATE SET graph_id = excluded.graph_id, name = excluded.name,
+                description = excluded.description, config = excluded.config, context = excluded.context,
+                metadata = excluded.metadata, version = excluded.version, updated_at = excluded.updated_at",
+        )?
+        .execute(params)?;
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO assistant_versions (assistant_id, version, graph_id, name, description, config,
+                context, metadata, created_at)
+             VALUES (:assistant_id, :version, :graph_id, :name, :description, :config, :context, :metadata,
+                :created_at)",
+        )?
+        .execute(named_params! {
+            ":assistant_id": version.assistant_id,
+            ":version": version.version,
+            ":graph_id": version.graph_id,
+            ":name": version.name,
+            ":description": version.description,
+            ":config": to_json(&version.config)?,
+            ":context": to_json(&version.context)?,
+            ":metadata": to_json(&version.metadata)?,
+            ":created_at": version.created_at,
+        })?;
+    Ok(())
+}
+
+/// The highest version number written for the assistant.
+pub fn max_version(connection: &Connection, assistant_id: AssistantId) -> Result<i64, StorageError> {
+    Ok(connection.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM assistant_versions WHERE assistant_id = ?",
+        [assistant_id],
+        |row| row.get(0),
+    )?)
+}
+
+/// One stored version.
+pub fn version(connection: &Connection, assistant_id: AssistantId, version: i64) -> Result<Option<AssistantVersion>, StorageError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT * FROM assistant_versions WHERE assistant_id = ? AND version = ?",
+    )?;
+    Ok(statement
+        .query_row(rusqlite::params![assistant_id, version], map_version)
+        .optional()?)
+}
+
+/// Versions of an assistant, newest first.
+pub fn versions(
+    connection: &Connection,
+    assistant_id: AssistantId,
+    metadata: Option<&JsonMap>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<AssistantVersion>, StorageError> {
+    let mut clause = Where::default();
+    clause.push("assistant_id = ?", [SqlValue::Text(assistant_id.to_string())]);
+    if let Some(metadata) = metadata {
+        clause.json_matches("metadata", metadata);
+    }
+    let sql = format!(
+        "SELECT * FROM assistant_versions{} ORDER BY version DESC LIMIT ? OFFSET ?",
+        clause.sql()
+    );
+    let mut params = clause.params;
+    params.push(SqlValue::Integer(limit));
+    params.push(SqlValue::Integer(offset));
+    let mut statement = connection.prepare(&sql)?;
+    let versions = statement
+        .query_map(params_from_iter(params), map_version)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(versions)
+}
+
+/// Deletes an assistant and its versions; false if it did not exist.
+pub fn delete(connection: &Connection, assistant_id: AssistantId) -> Result<bool, StorageError> {
+    Ok(connection.execute("DELETE FROM assistants WHERE assistant_id = ?", [assistant_id])? > 0)
+}
+
+/// Filters of assistant search and count.
+#[derive(Clone, Debug, Default)]
+pub struct AssistantFilter {
+    pub metadata: Option<JsonMap>,
+    pub graph_id: Option<String>,
+    pub name: Option<String>,
+}
+
+fn filter_clause(filter: &AssistantFilter) -> Where {
+    let mut clause = Where::default();
+    if let Some(metadata) = &filter.metadata {
+        clause.json_matches("metadata", metadata);
+    }
+    if let Some(graph_id) = &filter.graph_id {
+        clause.push("graph_id = ?", [SqlValue::Text(graph_id.clone())]);
+    }
+    if let Some(name) = &filter.name {
+        clause.push("instr(lower(name), lower(?)) > 0", [SqlValue::Text(name.clone())]);
+    }
+    clause
+}
+
+/// A page of assistants; `sort_column` must be a validated column name.
+pub fn search(
+    connection: &Connection,
+    filter: &AssistantFilter,
+    sort_column: &str,
+    descending: bool,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Assistant>, StorageError> {
+    let clause = filter_clause(filter);
+    let order = if descending { "DESC" } else { "ASC" };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM assistants{} ORDER BY {sort_column} {order}, assistant_id {order} LIMIT ? OFFSET ?",
+        clause.sql()
+    );
+    let mut params = clause.params;
+    params.push(SqlValue::Integer(limit));
+    params.push(SqlValue::Integer(offset));
+    let mut statement = connection.prepare(&sql)?;
+    let assistants = statement
+        .query_map(params_from_iter(params), map_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(assistants)
+}
+
+/// How many assistants match.
+pub fn count(connection: &Connection, filter: &AssistantFilter) -> Result<i64, StorageError> {
+    let clause = filter_clause(filter);
+    let sql = format!("SELECT COUNT(*) FROM assistants{}", clause.sql());
+    Ok(connection.query_row(&sql, params_from_iter(clause.params), |row| row.get(0))?)
+}

@@ -1,0 +1,167 @@
+//! SQL for the `checkpoints` table. The head of a thread is its checkpoint with the greatest id
+//! in the root namespace.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{named_params, params_from_iter, Connection, OptionalExtension, Row};
+
+use super::codec::{json_column, to_json};
+use super::filter::Where;
+use super::StorageError;
+use crate::domain::checkpoint::{Checkpoint, CheckpointSource};
+use crate::domain::ids::{CheckpointId, RunId, ThreadId};
+use crate::domain::JsonMap;
+
+const COLUMNS: &str = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, step, source, \
+                       \"values\", next, tasks, metadata, updated_by, created_at";
+
+fn map_row(row: &Row<'_>) -> rusqlite::Result<Checkpoint> {
+    let source: String = row.get("source")?;
+    Ok(Checkpoint {
+        thread_id: row.get("thread_id")?,
+        checkpoint_ns: row.get("checkpoint_ns")?,
+        checkpoint_id: row.get("checkpoint_id")?,
+        parent_checkpoint_id: row.get("parent_checkpoint_id")?,
+        run_id: row.get("run_id")?,
+        step: row.get("step")?,
+        source: CheckpointSource::parse(&source).unwrap_or(CheckpointSource::Loop),
+        values: json_column(row, "values")?,
+        next: json_column(row, "next")?,
+        tasks: json_column(row, "tasks")?,
+        metadata: json_column(row, "metadata")?,
+        updated_by: json_column(row, "updated_by")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+const INSERT_VALUES: &str = ":thread_id, :checkpoint_ns, :checkpoint_id, :parent_checkpoint_id, :run_id, :step, \
+                             :source, :values, :next, :tasks, :metadata, :updated_by, :created_at";
+
+fn insert_with(connection: &Connection, sql: &str, checkpoint: &Checkpoint) -> Result<usize, StorageError> {
+    Ok(connection.prepare_cached(sql)?.execute(named_params! {
+        ":thread_id": checkpoint.thread_id,
+        ":checkpoint_ns": checkpoint.checkpoint_ns,
+        ":checkpoint_id": checkpoint.checkpoint_id,
+        ":parent_checkpoint_id": checkpoint.parent_checkpoint_id,
+        ":run_id": checkpoint.run_id,
+        ":step": checkpoint.step,
+        ":source": checkpoint.source.as_str(),
+        ":values": to_json(&checkpoint.values)?,
+        ":next": to_json(&checkpoint.next)?,
+        ":tasks": to_json(&checkpoint.tasks)?,
+        ":metadata": to_json(&checkpoint.metadata)?,
+        ":updated_by": to_json(&checkpoint.updated_by)?,
+        ":created_at": checkpoint.created_at,
+    })?)
+}
+
+/// Inserts a checkpoint unconditionally (state updates, run start inside its fenced transaction).
+pub fn insert(connection: &Connection, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+    insert_with(
+        connection,
+        &format!("INSERT INTO checkpoints ({COLUMNS}) VALUES ({INSERT_VALUES})"),
+        checkpoint,
+    )?;
+    Ok(())
+}
+
+/// Inserts a run's checkpoint only while that run is `running`; returns false otherwise (the
+/// fence that keeps a stopped or rolled-back run from ever writing again).
+pub fn insert_fenced(connection: &Connection, checkpoint: &Checkpoint) -> Result<bool, StorageError> {
+    let inserted = insert_with(
+        connection,
+        &format!(
+            "INSERT INTO checkpoints ({COLUMNS}) SELECT {INSERT_VALUES}
+             WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND status = 'running')"
+        ),
+        checkpoint,
+    )?;
+    Ok(inserted > 0)
+}
+
+/// The thread's latest checkpoint in the root namespace.
+pub fn head(connection: &Connection, thread_id: ThreadId) -> Result<Option<Checkpoint>, StorageError> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ''
+         ORDER BY checkpoint_id DESC LIMIT 1"
+    ))?;
+    Ok(statement.query_row([thread_id], map_row).optional()?)
+}
+
+/// One checkpoint by id.
+pub fn get(
+    connection: &Connection,
+    thread_id: ThreadId,
+    checkpoint_ns: &str,
+    checkpoint_id: CheckpointId,
+) -> Result<Option<Checkpoint>, StorageError> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
+    ))?;
+    Ok(statement
+        .query_row(rusqlite::params![thread_id, checkpoint_ns, checkpoint_id], map_row)
+        .optional()?)
+}
+
+/// The values of the last checkpoint a run wrote.
+pub fn last_values_of_run(connection: &Connection, thread_id: ThreadId, run_id: RunId) -> Result<Option<JsonMap>, StorageError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT \"values\" FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' AND run_id = ?
+         ORDER BY checkpoint_id DESC LIMIT 1",
+    )?;
+    Ok(statement
+        .query_row(rusqlite::params![thread_id, run_id], |row| json_column(row, "values"))
+        .optional()?)
+}
+
+/// Filters of a history query.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryQuery {
+    pub limit: i64,
+    /// Only checkpoints older than this one.
+    pub before: Option<CheckpointId>,
+    /// Exact match on top-level metadata keys.
+    pub metadata: Option<JsonMap>,
+    pub checkpoint_ns: String,
+    /// Only this checkpoint.
+    pub checkpoint_id: Option<CheckpointId>,
+}
+
+/// Checkpoints of a thread, newest first.
+pub fn history(connection: &Connection, thread_id: ThreadId, query: &HistoryQuery) -> Result<Vec<Checkpoint>, StorageError> {
+    let mut clause = Where::default();
+    clause.push("thread_id = ?", [SqlValue::Text(thread_id.to_string())]);
+    clause.push("checkpoint_ns = ?", [SqlValue::Text(query.checkpoint_ns.clone())]);
+    if let Some(before) = query.before {
+        clause.push("checkpoint_id < ?", [SqlValue::Text(before.to_string())]);
+    }
+    if let Some(checkpoint_id) = query.checkpoint_id {
+        clause.push("checkpoint_id = ?", [SqlValue::Text(checkpoint_id.to_string())]);
+    }
+    if let Some(metadata) = &query.metadata {
+        clause.json_matches("metadata", metadata);
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM checkpoints{} ORDER BY checkpoint_id DESC LIMIT ?",
+        clause.sql()
+    );
+    let mut params = clause.params;
+    params.push(SqlValue::Integer(query.limit));
+    let mut statement = connection.prepare(&sql)?;
+    let checkpoints = statement
+        .query_map(params_from_iter(params), map_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(checkpoints)
+}
+
+/// Copies every checkpoint of `from` into `to`, detached from the runs that wrote them.
+pub fn copy_thread(connection: &Connection, from: ThreadId, to: ThreadId) -> Result<(), StorageError> {
+    connection.execute(
+        "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, step,
+            source, \"values\", next, tasks, metadata, updated_by, created_at)
+         SELECT ?2, checkpoint_ns, checkpoint_id, parent_checkpoint_id, NULL, step, source,
+            \"values\", next, tasks, json_set(metadata, '$.thread_id', ?2), updated_by, created_at
+         FROM checkpoints WHERE thread_id = ?1",
+        rusqlite::params![from, to],
+    )?;
+    Ok(())
+}
