@@ -218,6 +218,8 @@ pub struct NewRun {
     pub kwargs: RunKwargs,
     pub multitask_strategy: MultitaskStrategy,
     pub if_not_exists: IfNotExists,
+    /// Metadata of the thread if `if_not_exists: create` creates it (the request's metadata).
+    pub thread_metadata: JsonMap,
     pub created_at: Timestamp,
 }
 

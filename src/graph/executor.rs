@@ -51,10 +51,8 @@ pub struct Cursor {
 pub struct Begin {
     /// Written in the same transaction that marks the run `running`.
     pub checkpoints: Vec<Checkpoint>,
-    /// `None` when there is nothing to execute (the run succeeds with `values` at once).
-    pub cursor: Option<Cursor>,
-    /// The values the run ends with if nothing executes.
-    pub values: JsonMap,
+    /// Where execution continues (nothing runs when its `next` is empty).
+    pub cursor: Cursor,
     /// True when continuing a checkpoint rather than applying new input: breakpoints before the
     /// first step do not fire again.
     pub resuming: bool,
@@ -213,9 +211,8 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
                 None,
             );
             Ok(Begin {
-                cursor: Some(cursor_of(&start_checkpoint)),
+                cursor: cursor_of(&start_checkpoint),
                 checkpoints: vec![input_checkpoint, start_checkpoint],
-                values,
                 resuming: false,
             })
         }
@@ -230,16 +227,14 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
                 None,
             );
             Ok(Begin {
-                cursor: Some(cursor_of(&copy)),
-                values: copy.values.clone(),
+                cursor: cursor_of(&copy),
                 checkpoints: vec![copy],
                 resuming: true,
             })
         }
         (None, Some(base)) => Ok(Begin {
-            cursor: Some(cursor_of(base)),
+            cursor: cursor_of(base),
             checkpoints: vec![],
-            values: base.values.clone(),
             resuming: true,
         }),
         (None, None) => Err(RunError::new(
@@ -247,6 +242,76 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
             "Received no input for __start__ and the thread has no checkpoint to continue from",
         )),
     }
+}
+
+/// Builds the `source: update` checkpoint of a state update: `values` (an object, a list of
+/// objects, or null) applied through the reducers as if `as_node` wrote them, on top of `base`.
+/// `as_node` defaults to the node that wrote `base` (`__start__` on a fresh thread); the next nodes
+/// follow from its edges. Errors are client mistakes, described for a 400.
+pub fn update_state(
+    graph: &Graph,
+    thread_id: ThreadId,
+    base: Option<&Checkpoint>,
+    values: Option<&Value>,
+    as_node: Option<&str>,
+) -> Result<Checkpoint, String> {
+    let as_node = match as_node {
+        Some(name) if name == START || graph.node(name).is_some() => name.to_owned(),
+        Some(name) => return Err(format!("Node {name} does not exist")),
+        None => match base.map(|base| base.updated_by.as_slice()) {
+            None | Some([]) => START.to_owned(),
+            Some([single]) => single.clone(),
+            Some(_) => return Err("Ambiguous update, specify as_node".to_owned()),
+        },
+    };
+    let updates: Vec<&JsonMap> = match values {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Object(update)) => vec![update],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_object().ok_or("values must be an object, a list of objects or null"))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("values must be an object, a list of objects or null".to_owned()),
+    };
+    let mut state = base.map_or_else(|| graph.initial_values(), |base| base.values.clone());
+    for update in updates {
+        graph
+            .apply_updates(&mut state, &[update])
+            .map_err(|error| format!("{}: {}", error.error, error.message))?;
+    }
+    let next = graph.next_after(std::slice::from_ref(&as_node), &state);
+    let step = base.map_or(-1, |base| base.step) + 1;
+    let checkpoint_id = CheckpointId::generate();
+    let tasks = next
+        .iter()
+        .map(|name| TaskRecord {
+            id: task_id(&checkpoint_id, step + 1, name),
+            name: name.clone(),
+            error: None,
+            result: None,
+        })
+        .collect();
+    let mut metadata = JsonMap::new();
+    metadata.insert("graph_id".into(), json!(graph.id));
+    metadata.insert("thread_id".into(), json!(thread_id));
+    metadata.insert("source".into(), json!(CheckpointSource::Update.as_str()));
+    metadata.insert("step".into(), json!(step));
+    metadata.insert("parents".into(), json!({}));
+    Ok(Checkpoint {
+        thread_id,
+        checkpoint_ns: String::new(),
+        checkpoint_id,
+        parent_checkpoint_id: base.map(|base| base.checkpoint_id),
+        run_id: None,
+        step,
+        source: CheckpointSource::Update,
+        values: state,
+        next,
+        tasks,
+        metadata,
+        created_at: Timestamp::now(),
+        updated_by: vec![as_node],
+    })
 }
 
 /// Aborts a spawned task when dropped, so dropping the executor stops its nodes.
@@ -417,7 +482,7 @@ mod tests {
         assert_eq!(begin.checkpoints[0].next, ["__start__"]);
         assert_eq!(begin.checkpoints[1].next, ["agent"]);
         let mut sink = Collect(vec![]);
-        let finish = execute(&plan, begin.cursor.unwrap(), begin.resuming, &mut sink).await.unwrap();
+        let finish = execute(&plan, begin.cursor, begin.resuming, &mut sink).await.unwrap();
         let kinds: Vec<&str> = finish.values["messages"].as_array().unwrap().iter()
             .map(|m| m["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["human", "ai", "tool", "ai"]);
@@ -434,13 +499,13 @@ mod tests {
         plan.interrupt_before = vec![Breakpoints::Nodes(vec!["tools".into()])];
         let started = begin(&plan, None, false).unwrap();
         let mut sink = Collect(vec![]);
-        let finish = execute(&plan, started.cursor.unwrap(), false, &mut sink).await.unwrap();
+        let finish = execute(&plan, started.cursor, false, &mut sink).await.unwrap();
         assert_eq!(finish.next, ["tools"]);
         let head = sink.0.last().unwrap().clone();
         plan.input = None;
         let resumed = begin(&plan, Some(&head), false).unwrap();
         assert!(resumed.checkpoints.is_empty() && resumed.resuming);
-        let finish = execute(&plan, resumed.cursor.unwrap(), true, &mut sink).await.unwrap();
+        let finish = execute(&plan, resumed.cursor, true, &mut sink).await.unwrap();
         assert!(finish.next.is_empty());
         assert_eq!(finish.values["messages"].as_array().unwrap().len(), 4);
     }
@@ -452,7 +517,7 @@ mod tests {
         plan.recursion_limit = 3;
         let started = begin(&plan, None, false).unwrap();
         let mut sink = Collect(vec![]);
-        match execute(&plan, started.cursor.unwrap(), false, &mut sink).await {
+        match execute(&plan, started.cursor, false, &mut sink).await {
             Err(Halt::Failed(error)) => assert_eq!(error.error, "GraphRecursionError"),
             other => panic!("expected a recursion error, got {other:?}"),
         }
@@ -467,13 +532,28 @@ mod tests {
         let mut plan = plan(AGENT, json!({}));
         plan.graph = Arc::new(crate::graph::Graph::from_spec(spec, &native).unwrap());
         let started = begin(&plan, None, false).unwrap();
-        match execute(&plan, started.cursor.unwrap(), false, &mut Collect(vec![])).await {
+        match execute(&plan, started.cursor, false, &mut Collect(vec![])).await {
             Err(Halt::Failed(error)) => {
                 assert_eq!(error.error, "NodePanic");
                 assert!(error.message.contains("kaboom"));
             }
             other => panic!("expected a panic error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_state_update_as_the_agent_with_a_tool_call_makes_tools_next() {
+        let plan = plan(AGENT, json!({}));
+        let thread_id = plan.thread_id;
+        let fresh = update_state(&plan.graph, thread_id, None, Some(&json!({"messages": "hi"})), None).unwrap();
+        assert_eq!((fresh.step, fresh.next.clone()), (0, vec!["agent".to_owned()]));
+        let call = json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"id": "c", "name": "tavily_search_results_json", "args": {"query": "q"}}]}]});
+        let update = update_state(&plan.graph, thread_id, Some(&fresh), Some(&call), Some("agent")).unwrap();
+        assert_eq!(update.next, ["tools"]);
+        assert_eq!(update.parent_checkpoint_id, Some(fresh.checkpoint_id));
+        assert_eq!(update.metadata["source"], "update");
+        assert_eq!(update.values["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(update_state(&plan.graph, thread_id, Some(&update), None, Some("bogus")).unwrap_err(), "Node bogus does not exist");
     }
 
     #[test]

@@ -1,0 +1,61 @@
+//! The actor tree. Every command that changes a thread goes through that thread's `ThreadActor`,
+//! whose mailbox serialises them; each run executes in a child `RunActor`.
+//!
+//! ```text
+//! actix System
+//! ├── DbWriter          one thread, the only writable connection (storage::writer)
+//! ├── DbReader          pool of read-only connections (storage::reader)
+//! └── ThreadRegistry    ThreadId -> Addr<ThreadActor>, starts them supervised on a pool of arbiters
+//!     └── ThreadActor   one per active thread: active run + FIFO queue + join waiters
+//!         └── RunActor  at most one per thread: executes the graph, writes fenced checkpoints
+//! ```
+//! Imports: domain, graph, storage. Never actix-web.
+
+pub mod run;
+pub mod thread;
+pub mod thread_registry;
+
+use std::sync::Arc;
+
+use actix::MailboxError;
+
+use crate::domain::run::RunError;
+use crate::domain::JsonMap;
+use crate::storage::StorageError;
+pub use run::RunActor;
+pub use thread::{
+    CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, SubmitRun, ThreadActor, UpdateState,
+};
+pub use thread_registry::{GetThread, ThreadRegistry};
+
+/// A thread command that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadError {
+    /// `multitask_strategy: reject` while runs are in flight (409).
+    #[error("Thread is already running a task. Wait for it to finish or choose a different multitask strategy.")]
+    Busy,
+    /// The command conflicts with the thread's runs (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The command is invalid for this thread (400).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The thread actor could not be reached.
+    #[error("thread actor unavailable: {0}")]
+    Mailbox(#[from] MailboxError),
+}
+
+/// How a run ended, as told to the clients waiting on it (`/join`, `/wait`).
+#[derive(Clone, Debug)]
+pub enum RunOutcome {
+    /// Finished (possibly at a breakpoint) with these values.
+    Success(Arc<JsonMap>),
+    /// The graph failed.
+    Failed(RunError),
+    /// Cancelled or superseded with `interrupt`: its checkpoints remain.
+    Interrupted,
+    /// Rolled back or deleted: the run no longer exists.
+    Deleted,
+}

@@ -1,0 +1,628 @@
+//! ThreadActor: the serialisation point of one thread. Every command that changes the thread
+//! (submit, cancel, delete a run, delete the thread, update the state, and a run's end) is
+//! handled here one at a time, each handler atomic (no other message is handled until its
+//! writes are committed), so "what is in flight and what happens to a new run" is decided
+//! without races. It owns the active RunActor, the FIFO queue of pending runs and the clients
+//! waiting for runs to end. Started by the ThreadRegistry under a Supervisor; on (re)start it
+//! rebuilds its queue from SQLite.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::fut::{self, wrap_future, LocalBoxActorFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
+    SpawnHandle, Supervised,
+};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::run::{BeginRun, RunActor, StopRun};
+use super::{RunOutcome, ThreadError};
+use crate::domain::checkpoint::Checkpoint;
+use crate::domain::ids::{CheckpointId, RunId, ThreadId};
+use crate::domain::multitask::{decide, CancelAction, Decision};
+use crate::domain::run::{IfNotExists, NewRun, Run, RunError, RunStatus};
+use crate::domain::JsonMap;
+use crate::graph::{executor, GraphRegistry};
+use crate::storage::{Db, FinishRun, InsertRun, StorageError};
+
+type Step<T> = LocalBoxActorFuture<ThreadActor, T>;
+
+/// Creates a run on this thread, applying its multitask strategy to the runs in flight. Sent by
+/// the run-creating HTTP handlers. With `wait`, the reply carries a receiver for the run's outcome.
+#[derive(Message)]
+#[rtype(result = "Result<RunAccepted, ThreadError>")]
+pub struct SubmitRun {
+    pub new_run: NewRun,
+    pub wait: bool,
+}
+
+/// The reply to `SubmitRun`: the stored run (status `pending`), and its outcome if asked for.
+#[derive(Debug)]
+pub struct RunAccepted {
+    pub run: Run,
+    pub outcome: Option<oneshot::Receiver<RunOutcome>>,
+}
+
+/// Waits for a run: `Some(receiver)` while it is in flight, `None` when it is not (the caller
+/// then reads its stored result). Sent by `/join`. Changes nothing.
+#[derive(Message)]
+#[rtype(result = "Result<Option<oneshot::Receiver<RunOutcome>>, ThreadError>")]
+pub struct JoinRun {
+    pub run_id: RunId,
+}
+
+/// Stops the named runs that are in flight (`interrupt` keeps them as `interrupted`, `rollback`
+/// deletes them). Replies with how many were stopped; 0 means none of them was in flight. Sent by
+/// the cancel endpoints. Idempotent.
+#[derive(Message)]
+#[rtype(result = "Result<usize, ThreadError>")]
+pub struct CancelRuns {
+    pub run_ids: Vec<RunId>,
+    pub action: CancelAction,
+}
+
+/// Deletes a run of any status with its checkpoints, stopping it first if it is active.
+/// Sent by `DELETE /threads/{t}/runs/{r}`.
+#[derive(Message)]
+#[rtype(result = "Result<(), ThreadError>")]
+pub struct DeleteRun {
+    pub run_id: RunId,
+}
+
+/// Deletes the thread with its runs and checkpoints, stopping its active run first.
+/// Sent by `DELETE /threads/{t}`.
+#[derive(Message)]
+#[rtype(result = "Result<(), ThreadError>")]
+pub struct DeleteThread;
+
+/// Writes a `source: update` checkpoint (409 while runs are in flight). Sent by
+/// `POST /threads/{t}/state`; replies with the new checkpoint.
+#[derive(Message)]
+#[rtype(result = "Result<Checkpoint, ThreadError>")]
+pub struct UpdateState {
+    pub values: Option<Value>,
+    pub as_node: Option<String>,
+    pub checkpoint_id: Option<CheckpointId>,
+}
+
+/// How a run's execution ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// Finished, possibly stopped at a breakpoint (`next` non-empty).
+    Success { values: Arc<JsonMap>, next: Vec<String> },
+    Failed(RunError),
+}
+
+/// A run's execution ended. Sent by its RunActor (not when it was told to stop); the thread actor
+/// records it and starts the next queued run. Ignored for a run that is no longer active.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RunFinished {
+    pub run_id: RunId,
+    pub end: RunEnd,
+}
+
+/// The first queued run's `after_seconds` delay has passed. Sent by the actor to itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StartDue;
+
+struct ActiveRun {
+    run_id: RunId,
+    run_actor: Addr<RunActor>,
+    started: Instant,
+}
+
+/// The actor of one thread.
+pub struct ThreadActor {
+    thread_id: ThreadId,
+    db: Db,
+    graphs: Arc<GraphRegistry>,
+    /// The run executing now, if any.
+    active: Option<ActiveRun>,
+    /// Pending runs in start order (`created_at`, then id).
+    queue: Vec<Run>,
+    /// Clients waiting for a run's outcome.
+    waiters: HashMap<RunId, Vec<oneshot::Sender<RunOutcome>>>,
+    /// Wakes the actor when the first queued run is due.
+    timer: Option<SpawnHandle>,
+}
+
+impl ThreadActor {
+    /// A thread actor; its state is loaded from SQLite when it starts.
+    pub fn new(thread_id: ThreadId, db: Db, graphs: Arc<GraphRegistry>) -> Self {
+        Self {
+            thread_id,
+            db,
+            graphs,
+            active: None,
+            queue: Vec::new(),
+            waiters: HashMap::new(),
+            timer: None,
+        }
+    }
+
+    /// Pending and running runs, active first.
+    fn in_flight(&self) -> Vec<RunId> {
+        self.active
+            .iter()
+            .map(|active| active.run_id)
+            .chain(self.queue.iter().map(|run| run.run_id))
+            .collect()
+    }
+
+    fn enqueue(&mut self, run: Run) {
+        let position = self
+            .queue
+            .partition_point(|queued| (queued.created_at, queued.run_id) <= (run.created_at, run.run_id));
+        self.queue.insert(position, run);
+    }
+
+    fn add_waiter(&mut self, run_id: RunId) -> oneshot::Receiver<RunOutcome> {
+        let (sender, receiver) = oneshot::channel();
+        self.waiters.entry(run_id).or_default().push(sender);
+        receiver
+    }
+
+    fn resolve(&mut self, run_id: RunId, outcome: RunOutcome) {
+        for waiter in self.waiters.remove(&run_id).into_iter().flatten() {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+
+    /// Stops the active run, if any; resolves once its actor has stopped and will write nothing.
+    fn stop_active(&mut self) -> Step<()> {
+        match self.active.take() {
+            Some(active) => wrap_future(async move {
+                // A closed mailbox means it has stopped already, which is all we need.
+                let _ = active.run_actor.send(StopRun).await;
+            })
+            .boxed_local(),
+            None => fut::ready(()).boxed_local(),
+        }
+    }
+
+    /// Forgets runs that storage has just stopped, and tells their waiters.
+    fn forget_stopped(&mut self, run_ids: &[RunId], action: CancelAction) {
+        self.queue.retain(|run| !run_ids.contains(&run.run_id));
+        for run_id in run_ids {
+            let (outcome, verb) = match action {
+                CancelAction::Interrupt => (RunOutcome::Interrupted, "interrupted"),
+                CancelAction::Rollback => (RunOutcome::Deleted, "rolled back"),
+            };
+            log::info!("run {verb} run_id={run_id} thread_id={}", self.thread_id);
+            self.resolve(*run_id, outcome);
+        }
+    }
+
+    /// After a failed write that followed stopping a run, memory and storage may disagree:
+    /// stop, so the supervisor restarts the actor and it rebuilds from SQLite.
+    fn rebuild(&mut self, error: &StorageError, ctx: &mut Context<Self>) {
+        log::error!("thread actor rebuilds from storage thread_id={} after: {error:#}", self.thread_id);
+        ctx.stop();
+    }
+
+    /// Starts the first queued run if none is active and it is due; otherwise arms the timer.
+    fn start_next(&mut self, ctx: &mut Context<Self>) -> Step<()> {
+        if self.active.is_some() {
+            return fut::ready(()).boxed_local();
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let Some(first) = self.queue.first() else {
+            return fut::ready(()).boxed_local();
+        };
+        let delay = first.created_at.until();
+        if !delay.is_zero() {
+            self.timer = Some(ctx.run_later(delay, |_, ctx| ctx.notify(StartDue)));
+            return fut::ready(()).boxed_local();
+        }
+        let run = self.queue.remove(0);
+        let run_id = run.run_id;
+        let graph_id = run.metadata.get("graph_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let Some(graph) = self.graphs.get(&graph_id) else {
+            let error = RunError::new("ValueError", format!("Graph '{graph_id}' is not configured on this server"));
+            return self.record_end(run_id, None, RunEnd::Failed(error), ctx);
+        };
+        let run_actor = RunActor::new(run, graph, self.db.clone(), ctx.address()).start();
+        let begin = run_actor.send(BeginRun);
+        wrap_future(begin)
+            .then(move |reply, actor: &mut Self, ctx| match reply {
+                Ok(Ok(())) => {
+                    log::info!("run started run_id={run_id} thread_id={} graph_id={graph_id}", actor.thread_id);
+                    actor.active = Some(ActiveRun {
+                        run_id,
+                        run_actor,
+                        started: Instant::now(),
+                    });
+                    fut::ready(()).boxed_local()
+                }
+                Ok(Err(error)) => actor.record_end(run_id, None, RunEnd::Failed(error), ctx),
+                Err(mailbox) => {
+                    let error = RunError::new("RuntimeError", format!("the run actor did not start: {mailbox}"));
+                    actor.record_end(run_id, None, RunEnd::Failed(error), ctx)
+                }
+            })
+            .boxed_local()
+    }
+
+    /// Writes a run's terminal status, settles the thread, tells waiters, starts the next run.
+    fn record_end(&mut self, run_id: RunId, started: Option<Instant>, end: RunEnd, _: &mut Context<Self>) -> Step<()> {
+        let (status, error, outcome) = match end {
+            RunEnd::Success { values, .. } => (RunStatus::Success, None, RunOutcome::Success(values)),
+            RunEnd::Failed(error) => (RunStatus::Error, Some(error.clone()), RunOutcome::Failed(error)),
+        };
+        let finish = self.db.finish_run(FinishRun {
+            thread_id: self.thread_id,
+            run_id,
+            status,
+            error,
+            in_flight_after: !self.queue.is_empty(),
+        });
+        wrap_future(finish)
+            .then(move |result, actor: &mut Self, ctx| {
+                let elapsed_ms = started.map_or(0, |started| started.elapsed().as_millis());
+                match result {
+                    Ok(thread_status) => {
+                        log::info!(
+                            "run finished run_id={run_id} thread_id={} status={} elapsed_ms={elapsed_ms} thread_status={}",
+                            actor.thread_id,
+                            status.as_str(),
+                            thread_status.as_str()
+                        );
+                        actor.resolve(run_id, outcome);
+                    }
+                    Err(StorageError::Fenced) => {
+                        log::debug!("run end ignored: the run is no longer in flight run_id={run_id}");
+                        actor.resolve(run_id, RunOutcome::Interrupted);
+                    }
+                    Err(error) => {
+                        log::error!("cannot record the end of run run_id={run_id}: {error:#}");
+                        actor.resolve(run_id, RunOutcome::Failed(RunError::new("StorageError", error.to_string())));
+                    }
+                }
+                actor.start_next(ctx)
+            })
+            .boxed_local()
+    }
+
+    /// Rebuilds the queue from SQLite. A run left `running` has lost its actor (server or actor
+    /// restart): it is recorded as failed.
+    // TODO(#5): resume such runs from their last checkpoint (`on_restart = "resume"`).
+    fn recover(&mut self) -> Step<()> {
+        let thread_id = self.thread_id;
+        wrap_future(self.db.in_flight_runs(thread_id))
+            .then(move |result, actor: &mut Self, _| {
+                let runs = match result {
+                    Ok(runs) => runs,
+                    Err(error) => {
+                        log::error!("cannot load the runs of thread_id={thread_id}: {error:#}");
+                        return fut::ready(Vec::new()).boxed_local();
+                    }
+                };
+                let (orphans, pending): (Vec<Run>, Vec<Run>) =
+                    runs.into_iter().partition(|run| run.status == RunStatus::Running);
+                actor.queue = pending;
+                if !actor.queue.is_empty() || !orphans.is_empty() {
+                    log::info!(
+                        "thread recovered thread_id={thread_id} pending={} orphaned={}",
+                        actor.queue.len(),
+                        orphans.len()
+                    );
+                }
+                fut::ready(orphans.into_iter().map(|run| run.run_id).collect()).boxed_local()
+            })
+            .then(|orphans: Vec<RunId>, _: &mut Self, _| {
+                let mut steps = fut::ready(()).boxed_local();
+                for run_id in orphans {
+                    log::warn!("run was running when its thread actor stopped; marking it failed run_id={run_id}");
+                    let error = RunError::new(
+                        "RuntimeError",
+                        "the server stopped while this run was running; it did not finish",
+                    );
+                    steps = steps
+                        .then(move |(), actor: &mut Self, ctx| {
+                            actor.record_end(run_id, None, RunEnd::Failed(error), ctx)
+                        })
+                        .boxed_local();
+                }
+                steps.then(|(), actor: &mut Self, ctx| actor.start_next(ctx)).boxed_local()
+            })
+            .boxed_local()
+    }
+}
+
+impl Actor for ThreadActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        log::debug!("thread actor started thread_id={}", self.thread_id);
+        let recovery = self.recover();
+        ctx.wait(recovery);
+    }
+}
+
+impl Supervised for ThreadActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        log::warn!("thread actor restarting thread_id={}", self.thread_id);
+        if let Some(active) = self.active.take() {
+            active.run_actor.do_send(StopRun);
+        }
+        self.queue.clear();
+        self.timer = None;
+    }
+}
+
+impl Handler<SubmitRun> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<RunAccepted, ThreadError>>;
+
+    fn handle(&mut self, message: SubmitRun, _: &mut Context<Self>) -> Self::Result {
+        let SubmitRun { new_run, wait } = message;
+        let in_flight = self.in_flight();
+        let decision = decide(new_run.multitask_strategy, in_flight.len());
+        log::debug!(
+            "multitask decision thread_id={} run_id={} strategy={} in_flight={} decision={decision:?}",
+            self.thread_id,
+            new_run.run_id,
+            new_run.multitask_strategy.as_str(),
+            in_flight.len()
+        );
+        let stop = match decision {
+            Decision::Reject => return AtomicResponse::new(Box::pin(fut::ready(Err(ThreadError::Busy)))),
+            Decision::Start | Decision::Enqueue => None,
+            Decision::InterruptInFlight => Some((CancelAction::Interrupt, in_flight)),
+            Decision::RollbackInFlight => Some((CancelAction::Rollback, in_flight)),
+        };
+        let stopping = if stop.is_some() {
+            self.stop_active()
+        } else {
+            fut::ready(()).boxed_local()
+        };
+        let insert = InsertRun {
+            create_thread_metadata: (new_run.if_not_exists == IfNotExists::Create)
+                .then(|| new_run.thread_metadata.clone()),
+            graph_id: new_run.graph_id.clone(),
+            stop: stop.clone(),
+            run: Run {
+                run_id: new_run.run_id,
+                thread_id: new_run.thread_id,
+                assistant_id: new_run.assistant_id,
+                metadata: new_run.metadata,
+                status: RunStatus::Pending,
+                kwargs: new_run.kwargs,
+                multitask_strategy: new_run.multitask_strategy,
+                created_at: new_run.created_at,
+                updated_at: new_run.created_at,
+            },
+        };
+        let db = self.db.clone();
+        let steps = stopping
+            .then(move |(), _, _| wrap_future(db.insert_run(insert)))
+            .then(move |inserted, actor: &mut Self, ctx| match inserted {
+                Err(error) => {
+                    if stop.as_ref().is_some_and(|(_, stopped)| !stopped.is_empty()) {
+                        actor.rebuild(&error, ctx);
+                    }
+                    fut::ready(Err(ThreadError::from(error))).boxed_local()
+                }
+                Ok(run) => {
+                    if let Some((action, stopped)) = stop {
+                        actor.forget_stopped(&stopped, action);
+                    }
+                    let outcome = wait.then(|| actor.add_waiter(run.run_id));
+                    actor.enqueue(run.clone());
+                    actor
+                        .start_next(ctx)
+                        .map(move |(), _, _| Ok(RunAccepted { run, outcome }))
+                        .boxed_local()
+                }
+            });
+        AtomicResponse::new(Box::pin(steps))
+    }
+}
+
+impl Handler<JoinRun> for ThreadActor {
+    type Result = Result<Option<oneshot::Receiver<RunOutcome>>, ThreadError>;
+
+    fn handle(&mut self, message: JoinRun, _: &mut Context<Self>) -> Self::Result {
+        Ok(self
+            .in_flight()
+            .contains(&message.run_id)
+            .then(|| self.add_waiter(message.run_id)))
+    }
+}
+
+impl Handler<CancelRuns> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<usize, ThreadError>>;
+
+    fn handle(&mut self, message: CancelRuns, _: &mut Context<Self>) -> Self::Result {
+        let in_flight = self.in_flight();
+        let targets: Vec<RunId> = in_flight
+            .iter()
+            .copied()
+            .filter(|run_id| message.run_ids.contains(run_id))
+            .collect();
+        if targets.is_empty() {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(0))));
+        }
+        let stops_active = self.active.as_ref().is_some_and(|active| targets.contains(&active.run_id));
+        let stopping = if stops_active {
+            self.stop_active()
+        } else {
+            fut::ready(()).boxed_local()
+        };
+        let in_flight_after = in_flight.len() > targets.len();
+        let stopped = self.db.stop_runs(self.thread_id, message.action, targets.clone(), in_flight_after);
+        let action = message.action;
+        let steps = stopping.then(move |(), _, _| wrap_future(stopped)).then(
+            move |result, actor: &mut Self, ctx| match result {
+                Ok(count) => {
+                    actor.forget_stopped(&targets, action);
+                    actor.start_next(ctx).map(move |(), _, _| Ok(count)).boxed_local()
+                }
+                Err(error) => {
+                    if stops_active {
+                        actor.rebuild(&error, ctx);
+                    }
+                    fut::ready(Err(ThreadError::from(error))).boxed_local()
+                }
+            },
+        );
+        AtomicResponse::new(Box::pin(steps))
+    }
+}
+
+impl Handler<DeleteRun> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<(), ThreadError>>;
+
+    fn handle(&mut self, message: DeleteRun, _: &mut Context<Self>) -> Self::Result {
+        let run_id = message.run_id;
+        let in_flight = self.in_flight();
+        let is_active = self.active.as_ref().is_some_and(|active| active.run_id == run_id);
+        let stopping = if is_active {
+            self.stop_active()
+        } else {
+            fut::ready(()).boxed_local()
+        };
+        let in_flight_after = in_flight.iter().any(|other| *other != run_id);
+        let deleted = self.db.delete_run(self.thread_id, run_id, in_flight_after);
+        let steps = stopping.then(move |(), _, _| wrap_future(deleted)).then(
+            move |result, actor: &mut Self, ctx| match result {
+                Ok(()) => {
+                    actor.queue.retain(|run| run.run_id != run_id);
+                    log::info!("run deleted run_id={run_id} thread_id={}", actor.thread_id);
+                    actor.resolve(run_id, RunOutcome::Deleted);
+                    actor.start_next(ctx).map(|(), _, _| Ok(())).boxed_local()
+                }
+                Err(error) => {
+                    if is_active {
+                        actor.rebuild(&error, ctx);
+                    }
+                    fut::ready(Err(ThreadError::from(error))).boxed_local()
+                }
+            },
+        );
+        AtomicResponse::new(Box::pin(steps))
+    }
+}
+
+impl Handler<DeleteThread> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<(), ThreadError>>;
+
+    fn handle(&mut self, _: DeleteThread, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let had_active = self.active.is_some();
+        let stopping = self.stop_active();
+        let deleted = self.db.delete_thread(self.thread_id);
+        let steps = stopping.then(move |(), _, _| wrap_future(deleted)).map(
+            move |result, actor: &mut Self, ctx| match result {
+                Ok(()) => {
+                    actor.queue.clear();
+                    let waiting: Vec<RunId> = actor.waiters.keys().copied().collect();
+                    for run_id in waiting {
+                        actor.resolve(run_id, RunOutcome::Deleted);
+                    }
+                    log::info!("thread deleted thread_id={}", actor.thread_id);
+                    Ok(())
+                }
+                Err(error) => {
+                    if had_active {
+                        actor.rebuild(&error, ctx);
+                    }
+                    Err(ThreadError::from(error))
+                }
+            },
+        );
+        AtomicResponse::new(Box::pin(steps))
+    }
+}
+
+impl Handler<UpdateState> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<Checkpoint, ThreadError>>;
+
+    fn handle(&mut self, message: UpdateState, _: &mut Context<Self>) -> Self::Result {
+        let thread_id = self.thread_id;
+        let in_flight = self.in_flight();
+        if !in_flight.is_empty() {
+            let listed = in_flight.iter().map(RunId::to_string).collect::<Vec<_>>().join(", ");
+            return AtomicResponse::new(Box::pin(fut::ready(Err(ThreadError::Conflict(format!(
+                "Thread {thread_id} has in-flight runs: [{listed}]"
+            ))))));
+        }
+        let db = self.db.clone();
+        let checkpoint_id = message.checkpoint_id;
+        let reads = async move {
+            let thread = db.get_thread(thread_id).await?;
+            let base = match checkpoint_id {
+                Some(checkpoint_id) => Some(
+                    db.checkpoint(thread_id, String::new(), checkpoint_id)
+                        .await?
+                        .ok_or_else(|| StorageError::NotFound(format!("Checkpoint {checkpoint_id} not found")))?,
+                ),
+                None => db.head(thread_id).await?,
+            };
+            Ok::<_, StorageError>((thread, base))
+        };
+        let steps = wrap_future(reads).then(move |result, actor: &mut Self, _| {
+            let prepared = result.map_err(ThreadError::from).and_then(|(thread, base)| {
+                let graph_id = thread.metadata.get("graph_id").and_then(Value::as_str).ok_or_else(|| {
+                    ThreadError::BadRequest(format!(
+                        "Thread '{thread_id}' has no assigned graph ID. Run the thread first or create it with metadata.graph_id."
+                    ))
+                })?;
+                let graph = actor
+                    .graphs
+                    .get(graph_id)
+                    .ok_or_else(|| ThreadError::BadRequest(format!("Graph '{graph_id}' is not configured on this server")))?;
+                executor::update_state(
+                    &graph,
+                    thread_id,
+                    base.as_ref(),
+                    message.values.as_ref(),
+                    message.as_node.as_deref(),
+                )
+                .map_err(ThreadError::BadRequest)
+            });
+            match prepared {
+                Err(error) => fut::ready(Err(error)).boxed_local(),
+                Ok(checkpoint) => wrap_future(actor.db.update_state(checkpoint.clone()))
+                    .map(move |written, _, _| {
+                        written.map_err(ThreadError::from)?;
+                        log::info!("state updated thread_id={thread_id} checkpoint_id={}", checkpoint.checkpoint_id);
+                        Ok(checkpoint)
+                    })
+                    .boxed_local(),
+            }
+        });
+        AtomicResponse::new(Box::pin(steps))
+    }
+}
+
+impl Handler<RunFinished> for ThreadActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, message: RunFinished, ctx: &mut Context<Self>) -> Self::Result {
+        let is_active = self.active.as_ref().is_some_and(|active| active.run_id == message.run_id);
+        if !is_active {
+            log::debug!("end of a run that is no longer active ignored run_id={}", message.run_id);
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
+        let started = self.active.take().map(|active| active.started);
+        AtomicResponse::new(self.record_end(message.run_id, started, message.end, ctx))
+    }
+}
+
+impl Handler<StartDue> for ThreadActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: StartDue, ctx: &mut Context<Self>) -> Self::Result {
+        self.timer = None;
+        AtomicResponse::new(self.start_next(ctx))
+    }
+}
