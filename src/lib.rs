@@ -1,7 +1,12 @@
-//! Spindle: a self-hosted agent server that speaks the LangGraph Platform HTTP API.
-//! See ARCHITECTURE.md for the actor tree, the code map and the invariants.
+//! Spindle: a self-hosted agent server that speaks the LangGraph Platform HTTP API, with every
+//! thread, run and checkpoint in one SQLite file. See ARCHITECTURE.md for the actor tree, the
+//! code map and the invariants. This file only lists the modules.
 
-pub mod domain;
-pub mod graph;
-pub mod storage;
 pub mod actors;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod graph;
+pub mod http;
+pub mod startup;
+pub mod storage;

@@ -1,1 +1,79 @@
-fn main() {}
+//! The `spindle` binary: parses the command line, initialises logging, loads the settings and
+//! runs the server. Imports: the library only.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use spindle::config;
+use spindle::graph::nodes::NativeNodes;
+use spindle::startup::Application;
+
+#[derive(Parser)]
+#[command(
+    name = "spindle",
+    version,
+    about = "A self-hosted agent server that speaks the LangGraph Platform API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve {
+        /// The main config file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Overrides server.host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Overrides server.port (0 picks a free port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Overrides database.path.
+        #[arg(long)]
+        database: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let Command::Serve {
+        config: config_path,
+        host,
+        port,
+        database,
+    } = Cli::parse().command;
+    let (mut settings, sources) = config::load(Some(&config_path))?;
+    for file in &sources.files {
+        log::info!("config loaded file={}", file.display());
+    }
+    if !sources.env_overrides.is_empty() {
+        log::info!(
+            "config overridden by environment variables={}",
+            sources.env_overrides.join(",")
+        );
+    }
+    if let Some(host) = host {
+        settings.server.host = host;
+    }
+    if let Some(port) = port {
+        settings.server.port = port;
+    }
+    if let Some(database) = database {
+        settings.database.path = database;
+    }
+    actix_web::rt::System::new().block_on(async move {
+        let application = Application::build(settings, NativeNodes::default())
+            .await
+            .context("cannot start the server")?;
+        application
+            .run_until_stopped()
+            .await
+            .context("the server failed")
+    })
+}

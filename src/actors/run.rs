@@ -7,14 +7,19 @@
 use std::sync::Arc;
 
 use actix::fut::wrap_future;
-use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
+    Message,
+};
 use futures_util::future::BoxFuture;
 use tokio::task::{AbortHandle, JoinError};
 
 use super::thread::{RunEnd, RunFinished, ThreadActor};
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::run::{Run, RunError};
-use crate::graph::executor::{self, Begin, CheckpointSink, Finish, Halt, RunPlan, DEFAULT_RECURSION_LIMIT};
+use crate::graph::executor::{
+    self, Begin, CheckpointSink, Finish, Halt, RunPlan, DEFAULT_RECURSION_LIMIT,
+};
 use crate::graph::Graph;
 use crate::storage::{Db, StorageError};
 
@@ -62,7 +67,11 @@ impl RunActor {
     fn plan(&self) -> RunPlan {
         let kwargs = &self.run.kwargs;
         let breakpoints = |graph_level: &Option<_>, run_level: &Option<_>| {
-            [graph_level, run_level].into_iter().flatten().cloned().collect()
+            [graph_level, run_level]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect()
         };
         RunPlan {
             graph: self.graph.clone(),
@@ -83,15 +92,23 @@ impl RunActor {
     }
 
     fn spawn_execution(&mut self, plan: RunPlan, begin: Begin, ctx: &mut Context<Self>) {
-        let mut sink = DbSink { db: self.db.clone() };
+        let mut sink = DbSink {
+            db: self.db.clone(),
+        };
         let handle = tokio::spawn(async move {
             executor::execute(&plan, begin.cursor, begin.resuming, &mut sink).await
         });
         self.execution = Some(handle.abort_handle());
-        ctx.spawn(wrap_future(handle).map(|result, actor: &mut Self, ctx| actor.executed(result, ctx)));
+        ctx.spawn(
+            wrap_future(handle).map(|result, actor: &mut Self, ctx| actor.executed(result, ctx)),
+        );
     }
 
-    fn executed(&mut self, result: Result<Result<Finish, Halt>, JoinError>, ctx: &mut Context<Self>) {
+    fn executed(
+        &mut self,
+        result: Result<Result<Finish, Halt>, JoinError>,
+        ctx: &mut Context<Self>,
+    ) {
         let end = match result {
             Ok(Ok(finish)) => Some(RunEnd::Success {
                 values: Arc::new(finish.values),
@@ -128,7 +145,10 @@ impl Actor for RunActor {
             log::warn!("run actor stopped unexpectedly run_id={}", self.run.run_id);
             self.thread.do_send(RunFinished {
                 run_id: self.run.run_id,
-                end: RunEnd::Failed(RunError::new("RuntimeError", "the run actor stopped unexpectedly")),
+                end: RunEnd::Failed(RunError::new(
+                    "RuntimeError",
+                    "the run actor stopped unexpectedly",
+                )),
             });
         }
     }
@@ -153,7 +173,12 @@ impl Handler<BeginRun> for RunActor {
                     db.checkpoint(thread_id, String::new(), checkpoint_id)
                         .await
                         .map_err(storage_failure)?
-                        .ok_or_else(|| RunError::new("ValueError", format!("Checkpoint {checkpoint_id} not found")))?,
+                        .ok_or_else(|| {
+                            RunError::new(
+                                "ValueError",
+                                format!("Checkpoint {checkpoint_id} not found"),
+                            )
+                        })?,
                 ),
                 None => db.head(thread_id).await.map_err(storage_failure)?,
             };

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use actix::fut::{self, wrap_future, LocalBoxActorFuture};
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
-    SpawnHandle, Supervised,
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
+    Message, SpawnHandle, Supervised,
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -92,7 +92,10 @@ pub struct UpdateState {
 #[derive(Debug)]
 pub enum RunEnd {
     /// Finished, possibly stopped at a breakpoint (`next` non-empty).
-    Success { values: Arc<JsonMap>, next: Vec<String> },
+    Success {
+        values: Arc<JsonMap>,
+        next: Vec<String>,
+    },
     Failed(RunError),
 }
 
@@ -155,9 +158,9 @@ impl ThreadActor {
     }
 
     fn enqueue(&mut self, run: Run) {
-        let position = self
-            .queue
-            .partition_point(|queued| (queued.created_at, queued.run_id) <= (run.created_at, run.run_id));
+        let position = self.queue.partition_point(|queued| {
+            (queued.created_at, queued.run_id) <= (run.created_at, run.run_id)
+        });
         self.queue.insert(position, run);
     }
 
@@ -201,7 +204,10 @@ impl ThreadActor {
     /// After a failed write that followed stopping a run, memory and storage may disagree:
     /// stop, so the supervisor restarts the actor and it rebuilds from SQLite.
     fn rebuild(&mut self, error: &StorageError, ctx: &mut Context<Self>) {
-        log::error!("thread actor rebuilds from storage thread_id={} after: {error:#}", self.thread_id);
+        log::error!(
+            "thread actor rebuilds from storage thread_id={} after: {error:#}",
+            self.thread_id
+        );
         ctx.stop();
     }
 
@@ -223,9 +229,17 @@ impl ThreadActor {
         }
         let run = self.queue.remove(0);
         let run_id = run.run_id;
-        let graph_id = run.metadata.get("graph_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let graph_id = run
+            .metadata
+            .get("graph_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let Some(graph) = self.graphs.get(&graph_id) else {
-            let error = RunError::new("ValueError", format!("Graph '{graph_id}' is not configured on this server"));
+            let error = RunError::new(
+                "ValueError",
+                format!("Graph '{graph_id}' is not configured on this server"),
+            );
             return self.record_end(run_id, None, RunEnd::Failed(error), ctx);
         };
         let run_actor = RunActor::new(run, graph, self.db.clone(), ctx.address()).start();
@@ -233,7 +247,10 @@ impl ThreadActor {
         wrap_future(begin)
             .then(move |reply, actor: &mut Self, ctx| match reply {
                 Ok(Ok(())) => {
-                    log::info!("run started run_id={run_id} thread_id={} graph_id={graph_id}", actor.thread_id);
+                    log::info!(
+                        "run started run_id={run_id} thread_id={} graph_id={graph_id}",
+                        actor.thread_id
+                    );
                     actor.active = Some(ActiveRun {
                         run_id,
                         run_actor,
@@ -243,7 +260,10 @@ impl ThreadActor {
                 }
                 Ok(Err(error)) => actor.record_end(run_id, None, RunEnd::Failed(error), ctx),
                 Err(mailbox) => {
-                    let error = RunError::new("RuntimeError", format!("the run actor did not start: {mailbox}"));
+                    let error = RunError::new(
+                        "RuntimeError",
+                        format!("the run actor did not start: {mailbox}"),
+                    );
                     actor.record_end(run_id, None, RunEnd::Failed(error), ctx)
                 }
             })
@@ -251,10 +271,22 @@ impl ThreadActor {
     }
 
     /// Writes a run's terminal status, settles the thread, tells waiters, starts the next run.
-    fn record_end(&mut self, run_id: RunId, started: Option<Instant>, end: RunEnd, _: &mut Context<Self>) -> Step<()> {
+    fn record_end(
+        &mut self,
+        run_id: RunId,
+        started: Option<Instant>,
+        end: RunEnd,
+        _: &mut Context<Self>,
+    ) -> Step<()> {
         let (status, error, outcome) = match end {
-            RunEnd::Success { values, .. } => (RunStatus::Success, None, RunOutcome::Success(values)),
-            RunEnd::Failed(error) => (RunStatus::Error, Some(error.clone()), RunOutcome::Failed(error)),
+            RunEnd::Success { values, .. } => {
+                (RunStatus::Success, None, RunOutcome::Success(values))
+            }
+            RunEnd::Failed(error) => (
+                RunStatus::Error,
+                Some(error.clone()),
+                RunOutcome::Failed(error),
+            ),
         };
         let finish = self.db.finish_run(FinishRun {
             thread_id: self.thread_id,
@@ -372,7 +404,9 @@ impl Handler<SubmitRun> for ThreadActor {
             in_flight.len()
         );
         let stop = match decision {
-            Decision::Reject => return AtomicResponse::new(Box::pin(fut::ready(Err(ThreadError::Busy)))),
+            Decision::Reject => {
+                return AtomicResponse::new(Box::pin(fut::ready(Err(ThreadError::Busy))))
+            }
             Decision::Start | Decision::Enqueue => None,
             Decision::InterruptInFlight => Some((CancelAction::Interrupt, in_flight)),
             Decision::RollbackInFlight => Some((CancelAction::Rollback, in_flight)),
@@ -404,7 +438,10 @@ impl Handler<SubmitRun> for ThreadActor {
             .then(move |(), _, _| wrap_future(db.insert_run(insert)))
             .then(move |inserted, actor: &mut Self, ctx| match inserted {
                 Err(error) => {
-                    if stop.as_ref().is_some_and(|(_, stopped)| !stopped.is_empty()) {
+                    if stop
+                        .as_ref()
+                        .is_some_and(|(_, stopped)| !stopped.is_empty())
+                    {
                         actor.rebuild(&error, ctx);
                     }
                     fut::ready(Err(ThreadError::from(error))).boxed_local()
@@ -449,20 +486,31 @@ impl Handler<CancelRuns> for ThreadActor {
         if targets.is_empty() {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(0))));
         }
-        let stops_active = self.active.as_ref().is_some_and(|active| targets.contains(&active.run_id));
+        let stops_active = self
+            .active
+            .as_ref()
+            .is_some_and(|active| targets.contains(&active.run_id));
         let stopping = if stops_active {
             self.stop_active()
         } else {
             fut::ready(()).boxed_local()
         };
         let in_flight_after = in_flight.len() > targets.len();
-        let stopped = self.db.stop_runs(self.thread_id, message.action, targets.clone(), in_flight_after);
+        let stopped = self.db.stop_runs(
+            self.thread_id,
+            message.action,
+            targets.clone(),
+            in_flight_after,
+        );
         let action = message.action;
         let steps = stopping.then(move |(), _, _| wrap_future(stopped)).then(
             move |result, actor: &mut Self, ctx| match result {
                 Ok(count) => {
                     actor.forget_stopped(&targets, action);
-                    actor.start_next(ctx).map(move |(), _, _| Ok(count)).boxed_local()
+                    actor
+                        .start_next(ctx)
+                        .map(move |(), _, _| Ok(count))
+                        .boxed_local()
                 }
                 Err(error) => {
                     if stops_active {
@@ -482,7 +530,10 @@ impl Handler<DeleteRun> for ThreadActor {
     fn handle(&mut self, message: DeleteRun, _: &mut Context<Self>) -> Self::Result {
         let run_id = message.run_id;
         let in_flight = self.in_flight();
-        let is_active = self.active.as_ref().is_some_and(|active| active.run_id == run_id);
+        let is_active = self
+            .active
+            .as_ref()
+            .is_some_and(|active| active.run_id == run_id);
         let stopping = if is_active {
             self.stop_active()
         } else {
@@ -550,7 +601,11 @@ impl Handler<UpdateState> for ThreadActor {
         let thread_id = self.thread_id;
         let in_flight = self.in_flight();
         if !in_flight.is_empty() {
-            let listed = in_flight.iter().map(RunId::to_string).collect::<Vec<_>>().join(", ");
+            let listed = in_flight
+                .iter()
+                .map(RunId::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             return AtomicResponse::new(Box::pin(fut::ready(Err(ThreadError::Conflict(format!(
                 "Thread {thread_id} has in-flight runs: [{listed}]"
             ))))));
@@ -563,7 +618,9 @@ impl Handler<UpdateState> for ThreadActor {
                 Some(checkpoint_id) => Some(
                     db.checkpoint(thread_id, String::new(), checkpoint_id)
                         .await?
-                        .ok_or_else(|| StorageError::NotFound(format!("Checkpoint {checkpoint_id} not found")))?,
+                        .ok_or_else(|| {
+                            StorageError::NotFound(format!("Checkpoint {checkpoint_id} not found"))
+                        })?,
                 ),
                 None => db.head(thread_id).await?,
             };
@@ -608,9 +665,15 @@ impl Handler<RunFinished> for ThreadActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, message: RunFinished, ctx: &mut Context<Self>) -> Self::Result {
-        let is_active = self.active.as_ref().is_some_and(|active| active.run_id == message.run_id);
+        let is_active = self
+            .active
+            .as_ref()
+            .is_some_and(|active| active.run_id == message.run_id);
         if !is_active {
-            log::debug!("end of a run that is no longer active ignored run_id={}", message.run_id);
+            log::debug!(
+                "end of a run that is no longer active ignored run_id={}",
+                message.run_id
+            );
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
         let started = self.active.take().map(|active| active.started);

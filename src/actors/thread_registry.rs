@@ -31,7 +31,10 @@ pub struct ThreadRegistry {
 impl ThreadRegistry {
     /// A registry that starts thread actors on `arbiters` (at least one).
     pub fn new(db: Db, graphs: Arc<GraphRegistry>, arbiters: Vec<ArbiterHandle>) -> Self {
-        assert!(!arbiters.is_empty(), "the registry needs at least one arbiter");
+        assert!(
+            !arbiters.is_empty(),
+            "the registry needs at least one arbiter"
+        );
         Self {
             db,
             graphs,
@@ -54,7 +57,9 @@ impl Handler<GetThread> for ThreadRegistry {
             let index = (thread_id.0.as_u128() % self.arbiters.len() as u128) as usize;
             let db = self.db.clone();
             let graphs = self.graphs.clone();
-            Supervisor::start_in_arbiter(&self.arbiters[index], move |_| ThreadActor::new(thread_id, db, graphs))
+            Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
+                ThreadActor::new(thread_id, db, graphs)
+            })
         });
         MessageResult(address.clone())
     }

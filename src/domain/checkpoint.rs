@@ -170,7 +170,12 @@ mod tests {
             updated_by: vec![],
         };
         let state = checkpoint.to_state();
-        let keys: Vec<&str> = state.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = state
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             keys,
             [

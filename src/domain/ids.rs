@@ -84,7 +84,10 @@ impl AssistantId {
 
     /// The id of a graph's system assistant, computed exactly as the official server does.
     pub fn for_graph(graph_id: &str) -> Self {
-        Self(Uuid::new_v5(&SYSTEM_ASSISTANT_NAMESPACE, graph_id.as_bytes()))
+        Self(Uuid::new_v5(
+            &SYSTEM_ASSISTANT_NAMESPACE,
+            graph_id.as_bytes(),
+        ))
     }
 }
 
@@ -114,7 +117,9 @@ mod tests {
 
     #[test]
     fn generated_ids_sort_in_creation_order() {
-        let ids: Vec<String> = (0..1000).map(|_| CheckpointId::generate().to_string()).collect();
+        let ids: Vec<String> = (0..1000)
+            .map(|_| CheckpointId::generate().to_string())
+            .collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);

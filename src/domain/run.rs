@@ -90,9 +90,9 @@ impl<'de> Deserialize<'de> for Breakpoints {
             Text(String),
             Nodes(Vec<String>),
         }
-        match Raw::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("expected \"*\" or a list of node names")
-        })? {
+        match Raw::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected \"*\" or a list of node names"))?
+        {
             Raw::Text(text) if text == "*" => Ok(Breakpoints::All(AllNodes::Star)),
             Raw::Text(text) => Err(serde::de::Error::custom(format!(
                 "expected \"*\" or a list of node names, got the string {text:?}"

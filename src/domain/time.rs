@@ -69,6 +69,9 @@ mod tests {
     #[test]
     fn plus_seconds_keeps_fractions() {
         let time = Timestamp::parse("2026-11-23T22:13:18.000000+00:00").unwrap();
-        assert_eq!(time.plus_seconds(1.5).to_string(), "2026-11-23T22:13:19.500000+00:00");
+        assert_eq!(
+            time.plus_seconds(1.5).to_string(),
+            "2026-11-23T22:13:19.500000+00:00"
+        );
     }
 }

@@ -90,7 +90,12 @@ pub trait CheckpointSink: Send {
 
 /// The checkpoint metadata every checkpoint of a run shares: scalar `configurable` and run
 /// metadata entries (nested values and internal keys skipped), then `thread_id` and `run_id`.
-pub fn base_metadata(configurable: &JsonMap, run_metadata: &JsonMap, thread_id: ThreadId, run_id: RunId) -> JsonMap {
+pub fn base_metadata(
+    configurable: &JsonMap,
+    run_metadata: &JsonMap,
+    thread_id: ThreadId,
+    run_id: RunId,
+) -> JsonMap {
     const SKIPPED: [&str; 9] = [
         "thread_id",
         "run_id",
@@ -123,7 +128,6 @@ impl RunPlan {
         values: JsonMap,
         next: Vec<String>,
         updated_by: Vec<String>,
-        input: Option<&Value>,
     ) -> Checkpoint {
         let checkpoint_id = CheckpointId::generate();
         let tasks = next
@@ -132,7 +136,7 @@ impl RunPlan {
                 id: task_id(&checkpoint_id, step + 1, name),
                 name: name.clone(),
                 error: None,
-                result: if name == START { input.cloned() } else { None },
+                result: None,
             })
             .collect();
         let mut metadata = self.base_metadata.clone();
@@ -190,15 +194,16 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
                 Some(base) => (Some(base.checkpoint_id), base.step + 1, base.values.clone()),
                 None => (None, -1, plan.graph.initial_values()),
             };
-            let input_checkpoint = plan.checkpoint(
+            let mut input_checkpoint = plan.checkpoint(
                 parent,
                 step,
                 CheckpointSource::Input,
                 values.clone(),
                 vec![START.into()],
                 vec![],
-                Some(input),
             );
+            // On an input checkpoint the pending `__start__` task's result is the run input.
+            input_checkpoint.tasks[0].result = Some(input.clone());
             plan.graph.apply_updates(&mut values, &[update])?;
             let next = plan.graph.next_after(&[START.into()], &values);
             let start_checkpoint = plan.checkpoint(
@@ -208,7 +213,6 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
                 values.clone(),
                 next,
                 vec![START.into()],
-                None,
             );
             Ok(Begin {
                 cursor: cursor_of(&start_checkpoint),
@@ -224,7 +228,6 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
                 base.values.clone(),
                 base.next.clone(),
                 base.updated_by.clone(),
-                None,
             );
             Ok(Begin {
                 cursor: cursor_of(&copy),
@@ -269,7 +272,10 @@ pub fn update_state(
         Some(Value::Object(update)) => vec![update],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|item| item.as_object().ok_or("values must be an object, a list of objects or null"))
+            .map(|item| {
+                item.as_object()
+                    .ok_or("values must be an object, a list of objects or null")
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("values must be an object, a list of objects or null".to_owned()),
     };
@@ -425,7 +431,6 @@ pub async fn execute(
             values,
             next,
             executed.clone(),
-            None,
         );
         cursor = cursor_of(&checkpoint);
         sink.save(checkpoint).await?;
@@ -455,7 +460,11 @@ mod tests {
     }
 
     fn plan(graph_toml: &str, input: Value) -> RunPlan {
-        let graph = crate::graph::Graph::from_spec(parse_spec("g", graph_toml).unwrap(), &NativeNodes::default()).unwrap();
+        let graph = crate::graph::Graph::from_spec(
+            parse_spec("g", graph_toml).unwrap(),
+            &NativeNodes::default(),
+        )
+        .unwrap();
         let thread_id = ThreadId::generate();
         let run_id = RunId::generate();
         RunPlan {
@@ -475,20 +484,35 @@ mod tests {
 
     #[tokio::test]
     async fn the_agent_answers_a_weather_question_in_four_messages() {
-        let plan = plan(AGENT, json!({"messages": [{"role": "user", "content": "what's the weather in nyc?"}]}));
+        let plan = plan(
+            AGENT,
+            json!({"messages": [{"role": "user", "content": "what's the weather in nyc?"}]}),
+        );
         let begin = begin(&plan, None, false).unwrap();
         assert_eq!(begin.checkpoints.len(), 2);
-        assert_eq!((begin.checkpoints[0].step, begin.checkpoints[0].source), (-1, CheckpointSource::Input));
+        assert_eq!(
+            (begin.checkpoints[0].step, begin.checkpoints[0].source),
+            (-1, CheckpointSource::Input)
+        );
         assert_eq!(begin.checkpoints[0].next, ["__start__"]);
         assert_eq!(begin.checkpoints[1].next, ["agent"]);
         let mut sink = Collect(vec![]);
-        let finish = execute(&plan, begin.cursor, begin.resuming, &mut sink).await.unwrap();
-        let kinds: Vec<&str> = finish.values["messages"].as_array().unwrap().iter()
-            .map(|m| m["type"].as_str().unwrap()).collect();
+        let finish = execute(&plan, begin.cursor, begin.resuming, &mut sink)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = finish.values["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["type"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["human", "ai", "tool", "ai"]);
         let steps: Vec<i64> = sink.0.iter().map(|c| c.step).collect();
         assert_eq!(steps, [1, 2, 3]);
-        assert_eq!(sink.0[0].parent_checkpoint_id, Some(begin.checkpoints[1].checkpoint_id));
+        assert_eq!(
+            sink.0[0].parent_checkpoint_id,
+            Some(begin.checkpoints[1].checkpoint_id)
+        );
         assert_eq!(sink.0[2].metadata["source"], "loop");
         assert_eq!(sink.0[2].metadata["run_id"], json!(plan.run_id));
     }
@@ -499,13 +523,17 @@ mod tests {
         plan.interrupt_before = vec![Breakpoints::Nodes(vec!["tools".into()])];
         let started = begin(&plan, None, false).unwrap();
         let mut sink = Collect(vec![]);
-        let finish = execute(&plan, started.cursor, false, &mut sink).await.unwrap();
+        let finish = execute(&plan, started.cursor, false, &mut sink)
+            .await
+            .unwrap();
         assert_eq!(finish.next, ["tools"]);
         let head = sink.0.last().unwrap().clone();
         plan.input = None;
         let resumed = begin(&plan, Some(&head), false).unwrap();
         assert!(resumed.checkpoints.is_empty() && resumed.resuming);
-        let finish = execute(&plan, resumed.cursor, true, &mut sink).await.unwrap();
+        let finish = execute(&plan, resumed.cursor, true, &mut sink)
+            .await
+            .unwrap();
         assert!(finish.next.is_empty());
         assert_eq!(finish.values["messages"].as_array().unwrap().len(), 4);
     }
@@ -545,21 +573,44 @@ mod tests {
     fn a_state_update_as_the_agent_with_a_tool_call_makes_tools_next() {
         let plan = plan(AGENT, json!({}));
         let thread_id = plan.thread_id;
-        let fresh = update_state(&plan.graph, thread_id, None, Some(&json!({"messages": "hi"})), None).unwrap();
-        assert_eq!((fresh.step, fresh.next.clone()), (0, vec!["agent".to_owned()]));
+        let fresh = update_state(
+            &plan.graph,
+            thread_id,
+            None,
+            Some(&json!({"messages": "hi"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (fresh.step, fresh.next.clone()),
+            (0, vec!["agent".to_owned()])
+        );
         let call = json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"id": "c", "name": "tavily_search_results_json", "args": {"query": "q"}}]}]});
-        let update = update_state(&plan.graph, thread_id, Some(&fresh), Some(&call), Some("agent")).unwrap();
+        let update = update_state(
+            &plan.graph,
+            thread_id,
+            Some(&fresh),
+            Some(&call),
+            Some("agent"),
+        )
+        .unwrap();
         assert_eq!(update.next, ["tools"]);
         assert_eq!(update.parent_checkpoint_id, Some(fresh.checkpoint_id));
         assert_eq!(update.metadata["source"], "update");
         assert_eq!(update.values["messages"].as_array().unwrap().len(), 2);
-        assert_eq!(update_state(&plan.graph, thread_id, Some(&update), None, Some("bogus")).unwrap_err(), "Node bogus does not exist");
+        assert_eq!(
+            update_state(&plan.graph, thread_id, Some(&update), None, Some("bogus")).unwrap_err(),
+            "Node bogus does not exist"
+        );
     }
 
     #[test]
     fn a_run_without_input_or_checkpoint_is_an_empty_input_error() {
         let mut plan = plan(AGENT, json!({}));
         plan.input = None;
-        assert_eq!(begin(&plan, None, false).unwrap_err().error, "EmptyInputError");
+        assert_eq!(
+            begin(&plan, None, false).unwrap_err().error,
+            "EmptyInputError"
+        );
     }
 }

@@ -71,8 +71,14 @@ fn build(kind: &'static str, source: &JsonMap) -> JsonMap {
         return message;
     }
     message.insert("content".into(), field("content", json!("")));
-    message.insert("additional_kwargs".into(), field("additional_kwargs", json!({})));
-    message.insert("response_metadata".into(), field("response_metadata", json!({})));
+    message.insert(
+        "additional_kwargs".into(),
+        field("additional_kwargs", json!({})),
+    );
+    message.insert(
+        "response_metadata".into(),
+        field("response_metadata", json!({})),
+    );
     message.insert("type".into(), kind.into());
     message.insert("name".into(), field("name", Value::Null));
     message.insert("id".into(), field("id", Value::Null));
@@ -83,8 +89,14 @@ fn build(kind: &'static str, source: &JsonMap) -> JsonMap {
                 _ => Vec::new(),
             };
             message.insert("tool_calls".into(), Value::Array(tool_calls));
-            message.insert("invalid_tool_calls".into(), field("invalid_tool_calls", json!([])));
-            message.insert("usage_metadata".into(), field("usage_metadata", Value::Null));
+            message.insert(
+                "invalid_tool_calls".into(),
+                field("invalid_tool_calls", json!([])),
+            );
+            message.insert(
+                "usage_metadata".into(),
+                field("usage_metadata", Value::Null),
+            );
         }
         "tool" => {
             message.insert("tool_call_id".into(), field("tool_call_id", Value::Null));
@@ -125,7 +137,11 @@ pub fn coerce_message(value: &Value) -> Result<JsonMap, RunError> {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let kind = canonical_type(class).ok_or_else(|| unexpected_type(class))?;
-            let kwargs = object.get("kwargs").and_then(Value::as_object).cloned().unwrap_or_default();
+            let kwargs = object
+                .get("kwargs")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             Ok(build(kind, &kwargs))
         }
         Value::Object(object) => {
@@ -133,9 +149,7 @@ pub fn coerce_message(value: &Value) -> Result<JsonMap, RunError> {
                 .get("type")
                 .or_else(|| object.get("role"))
                 .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    value_error("a message object needs a 'role' or 'type' field")
-                })?;
+                .ok_or_else(|| value_error("a message object needs a 'role' or 'type' field"))?;
             let kind = canonical_type(spelled).ok_or_else(|| unexpected_type(spelled))?;
             if kind == "tool" && object.get("tool_call_id").is_none() {
                 return Err(value_error("a tool message needs a 'tool_call_id'"));
@@ -195,9 +209,7 @@ pub fn coerce_update(update: &Value) -> Result<Vec<JsonMap>, RunError> {
 
 /// `["human", "hi"]` is one message, not a list of two.
 fn is_role_pair(items: &[Value]) -> bool {
-    items.len() == 2
-        && items[0].as_str().and_then(canonical_type).is_some()
-        && items[1].is_string()
+    items.len() == 2 && items[0].as_str().and_then(canonical_type).is_some() && items[1].is_string()
 }
 
 /// The `add_messages` reducer: messages with a known id replace it in place, `remove` deletes by
@@ -286,7 +298,14 @@ mod tests {
         let keys: Vec<&str> = message.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["content", "additional_kwargs", "response_metadata", "type", "name", "id"]
+            [
+                "content",
+                "additional_kwargs",
+                "response_metadata",
+                "type",
+                "name",
+                "id"
+            ]
         );
         assert_eq!(message["type"], "human");
         let ai = coerce_message(&json!({"role": "assistant", "content": "",
@@ -303,7 +322,10 @@ mod tests {
     fn strings_pairs_and_constructor_envelopes_are_accepted() {
         assert_eq!(coerce_message(&json!("hello")).unwrap()["type"], "human");
         let pair = coerce_message(&json!(["ai", "yo"])).unwrap();
-        assert_eq!((pair["type"].clone(), pair["content"].clone()), (json!("ai"), json!("yo")));
+        assert_eq!(
+            (pair["type"].clone(), pair["content"].clone()),
+            (json!("ai"), json!("yo"))
+        );
         let envelope = json!({"lc": 1, "type": "constructor",
             "id": ["langchain", "schema", "messages", "SystemMessage"], "kwargs": {"content": "s"}});
         assert_eq!(coerce_message(&envelope).unwrap()["type"], "system");
@@ -313,21 +335,30 @@ mod tests {
     fn unknown_types_fail_with_the_reference_message() {
         let error = coerce_message(&json!({"type": "bogus", "content": "x"})).unwrap_err();
         assert_eq!(error.error, "ValueError");
-        assert!(error.message.starts_with("Unexpected message type: 'bogus'"));
+        assert!(error
+            .message
+            .starts_with("Unexpected message type: 'bogus'"));
     }
 
     #[test]
     fn add_messages_appends_replaces_and_removes() {
-        let current = add_messages(&[], &json!([
-            {"type": "human", "content": "a", "id": "1"},
-            {"type": "ai", "content": "b", "id": "2"},
-        ]))
+        let current = add_messages(
+            &[],
+            &json!([
+                {"type": "human", "content": "a", "id": "1"},
+                {"type": "ai", "content": "b", "id": "2"},
+            ]),
+        )
         .unwrap();
-        let replaced = add_messages(&current, &json!({"type": "ai", "content": "B", "id": "2"})).unwrap();
+        let replaced =
+            add_messages(&current, &json!({"type": "ai", "content": "B", "id": "2"})).unwrap();
         assert_eq!(ids(&replaced), ["1", "2"]);
         assert_eq!(replaced[1]["content"], "B");
-        let removed = add_messages(&replaced, &json!([{"type": "remove", "id": "1"},
-            {"type": "human", "content": "c"}]))
+        let removed = add_messages(
+            &replaced,
+            &json!([{"type": "remove", "id": "1"},
+            {"type": "human", "content": "c"}]),
+        )
         .unwrap();
         assert_eq!(removed.len(), 2);
         assert_eq!(removed[0]["id"], "2");
@@ -336,11 +367,15 @@ mod tests {
 
     #[test]
     fn removing_an_unknown_id_is_an_error_and_remove_all_clears() {
-        let current = add_messages(&[], &json!({"type": "human", "content": "a", "id": "1"})).unwrap();
+        let current =
+            add_messages(&[], &json!({"type": "human", "content": "a", "id": "1"})).unwrap();
         let error = add_messages(&current, &json!({"type": "remove", "id": "nope"})).unwrap_err();
         assert!(error.message.contains("('nope')"));
-        let cleared = add_messages(&current, &json!([{"type": "remove", "id": REMOVE_ALL_MESSAGES},
-            {"type": "human", "content": "fresh", "id": "f"}]))
+        let cleared = add_messages(
+            &current,
+            &json!([{"type": "remove", "id": REMOVE_ALL_MESSAGES},
+            {"type": "human", "content": "fresh", "id": "f"}]),
+        )
         .unwrap();
         assert_eq!(ids(&cleared), ["f"]);
     }

@@ -100,7 +100,9 @@ pub struct Graph {
 
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Graph").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Graph")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -171,7 +173,8 @@ impl Graph {
                 .any(|edge| matches!(edge, Edge::HasToolCalls { .. }));
         if uses_messages && !channels.iter().any(|channel| channel.name == "messages") {
             return Err(fail(
-                "chat_model and tools nodes and has_tool_calls edges need a 'messages' channel".into(),
+                "chat_model and tools nodes and has_tool_calls edges need a 'messages' channel"
+                    .into(),
             ));
         }
         let graph = Graph {
@@ -183,7 +186,10 @@ impl Graph {
             interrupt_before: spec.interrupt_before,
             interrupt_after: spec.interrupt_after,
         };
-        for breakpoints in [&graph.interrupt_before, &graph.interrupt_after].into_iter().flatten() {
+        for breakpoints in [&graph.interrupt_before, &graph.interrupt_after]
+            .into_iter()
+            .flatten()
+        {
             if let Breakpoints::Nodes(names) = breakpoints {
                 if let Some(unknown) = names.iter().find(|name| graph.node(name).is_none()) {
                     return Err(fail(format!("breakpoint on unknown node '{unknown}'")));
@@ -237,7 +243,11 @@ impl Graph {
 
     /// Applies the updates of one superstep (in the given order) through the channel reducers.
     /// Keys that are not channels are ignored, as LangGraph does.
-    pub fn apply_updates(&self, values: &mut JsonMap, updates: &[&JsonMap]) -> Result<(), RunError> {
+    pub fn apply_updates(
+        &self,
+        values: &mut JsonMap,
+        updates: &[&JsonMap],
+    ) -> Result<(), RunError> {
         for channel in &self.channels {
             let writes: Vec<&Value> = updates
                 .iter()
@@ -295,7 +305,8 @@ impl Graph {
             .get("messages")
             .and_then(Value::as_array)
             .and_then(|list| list.last());
-        let has_tool_calls = last_message.is_some_and(|message| !messages::tool_calls(message).is_empty());
+        let has_tool_calls =
+            last_message.is_some_and(|message| !messages::tool_calls(message).is_empty());
         let mut next: Vec<String> = Vec::new();
         for source in executed {
             for edge in self.edges.get(source).into_iter().flatten() {
@@ -330,7 +341,13 @@ impl Graph {
         }
         nodes.push(json!({"id": END, "type": "schema", "data": END}));
         let mut sources: Vec<&String> = self.edges.keys().collect();
-        sources.sort_by_key(|name| if *name == START { 0 } else { self.order(name).saturating_add(1) });
+        sources.sort_by_key(|name| {
+            if *name == START {
+                0
+            } else {
+                self.order(name).saturating_add(1)
+            }
+        });
         let mut edges = Vec::new();
         for source in sources {
             for edge in &self.edges[source] {
@@ -338,7 +355,9 @@ impl Graph {
                     Edge::Static { to } => edges.push(json!({"source": source, "target": to})),
                     Edge::HasToolCalls { then, otherwise } => {
                         for target in [then, otherwise] {
-                            edges.push(json!({"source": source, "target": target, "conditional": true}));
+                            edges.push(
+                                json!({"source": source, "target": target, "conditional": true}),
+                            );
                         }
                     }
                 }
@@ -387,7 +406,11 @@ pub struct GraphRegistry {
 
 impl GraphRegistry {
     /// Loads the graph files (paths relative to `base_dir`) and checks them.
-    pub fn load(files: &[impl AsRef<Path>], base_dir: &Path, native: &NativeNodes) -> Result<Self, GraphError> {
+    pub fn load(
+        files: &[impl AsRef<Path>],
+        base_dir: &Path,
+        native: &NativeNodes,
+    ) -> Result<Self, GraphError> {
         let mut registry = GraphRegistry::default();
         for file in files {
             let path = base_dir.join(file.as_ref());
@@ -470,15 +493,28 @@ mod tests {
         assert_eq!(graph.next_after(&[START.into()], &values), ["agent"]);
         values.insert("messages".into(), json!([{"type": "ai", "content": "", "tool_calls": [{"id": "1", "name": "t", "args": {}}]}]));
         assert_eq!(graph.next_after(&["agent".into()], &values), ["tools"]);
-        values.insert("messages".into(), json!([{"type": "ai", "content": "done", "tool_calls": []}]));
+        values.insert(
+            "messages".into(),
+            json!([{"type": "ai", "content": "done", "tool_calls": []}]),
+        );
         assert!(graph.next_after(&["agent".into()], &values).is_empty());
     }
 
     #[test]
     fn bad_declarations_are_refused_with_the_reason() {
-        let broken = AGENT.replace("to = \"agent\"\n        [[edges]]\n        from = \"agent\"", "to = \"nowhere\"\n        [[edges]]\n        from = \"agent\"");
-        let error = Graph::from_spec(parse_spec("agent", &broken).unwrap(), &NativeNodes::default()).unwrap_err();
-        assert!(error.to_string().contains("unknown node 'nowhere'"), "{error}");
+        let broken = AGENT.replace(
+            "to = \"agent\"\n        [[edges]]\n        from = \"agent\"",
+            "to = \"nowhere\"\n        [[edges]]\n        from = \"agent\"",
+        );
+        let error = Graph::from_spec(
+            parse_spec("agent", &broken).unwrap(),
+            &NativeNodes::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("unknown node 'nowhere'"),
+            "{error}"
+        );
         let unknown_kind = parse_spec("x", "[channels]\n[[nodes]]\nname = \"a\"\nkind = \"teleport\"\n[[edges]]\nfrom = \"__start__\"\nto = \"a\"\n");
         assert!(unknown_kind.unwrap_err().contains("teleport"));
     }
@@ -493,7 +529,9 @@ mod tests {
         graph.apply_updates(&mut values, &[&first]).unwrap();
         graph.apply_updates(&mut values, &[&second]).unwrap();
         assert_eq!(Value::Object(values.clone()), json!({"l": [1, 2], "x": 2}));
-        let error = graph.apply_updates(&mut values, &[&first, &second]).unwrap_err();
+        let error = graph
+            .apply_updates(&mut values, &[&first, &second])
+            .unwrap_err();
         assert_eq!(error.error, "InvalidUpdateError");
     }
 }

@@ -61,7 +61,10 @@ impl NativeNodes {
 }
 
 /// Builds the node a declaration describes; errors say what is wrong with it.
-pub(super) fn build(spec: &NodeSpec, native: &NativeNodes) -> Result<(&'static str, Arc<dyn Node>), String> {
+pub(super) fn build(
+    spec: &NodeSpec,
+    native: &NativeNodes,
+) -> Result<(&'static str, Arc<dyn Node>), String> {
     match spec {
         NodeSpec::Noop { .. } => Ok(("noop", Arc::new(Noop))),
         NodeSpec::ChatModel {
@@ -84,7 +87,11 @@ pub(super) fn build(spec: &NodeSpec, native: &NativeNodes) -> Result<(&'static s
                 }),
             ))
         }
-        NodeSpec::Tools { name, tools, delay_ms } => {
+        NodeSpec::Tools {
+            name,
+            tools,
+            delay_ms,
+        } => {
             check_tools(name, tools)?;
             Ok((
                 "tools",
@@ -98,7 +105,9 @@ pub(super) fn build(spec: &NodeSpec, native: &NativeNodes) -> Result<(&'static s
             .functions
             .get(function)
             .map(|node| ("native", node.clone()))
-            .ok_or_else(|| format!("node '{name}' uses native function '{function}', which is not registered")),
+            .ok_or_else(|| {
+                format!("node '{name}' uses native function '{function}', which is not registered")
+            }),
     }
 }
 
@@ -217,7 +226,10 @@ mod tests {
         let default = Duration::from_millis(200);
         let config = |value: Value| json!({"delay": value}).as_object().unwrap().clone();
         assert_eq!(step_delay(&JsonMap::new(), default), default);
-        assert_eq!(step_delay(&config(json!(0.5)), default), Duration::from_millis(500));
+        assert_eq!(
+            step_delay(&config(json!(0.5)), default),
+            Duration::from_millis(500)
+        );
         assert_eq!(step_delay(&config(json!(0)), default), Duration::ZERO);
         assert_eq!(step_delay(&config(json!("x")), default), default);
     }

@@ -38,9 +38,18 @@ fn weather_location(question: &str) -> Option<String> {
     if !lower.contains("weather") {
         return None;
     }
-    let after = lower.rsplit_once(" in ").map(|(_, place)| place).unwrap_or("");
-    let place = after.trim().trim_end_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace());
-    Some(if place.is_empty() { "your area".to_owned() } else { place.to_owned() })
+    let after = lower
+        .rsplit_once(" in ")
+        .map(|(_, place)| place)
+        .unwrap_or("");
+    let place = after
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace());
+    Some(if place.is_empty() {
+        "your area".to_owned()
+    } else {
+        place.to_owned()
+    })
 }
 
 /// The model's answer to a conversation: a tool call for a weather question when the search tool
@@ -116,11 +125,20 @@ fn search(query: &str) -> Value {
 pub fn run_tool(call: &Value, tools: &[String]) -> Value {
     let name = call["name"].as_str().unwrap_or_default();
     let (content, status) = if !tools.iter().any(|tool| tool == name) {
-        (format!("Error: {name} is not a valid tool, try one of [{}].", tools.join(", ")), "error")
+        (
+            format!(
+                "Error: {name} is not a valid tool, try one of [{}].",
+                tools.join(", ")
+            ),
+            "error",
+        )
     } else {
         match call["args"]["query"].as_str() {
             Some(query) => (search(query).to_string(), "success"),
-            None => ("Error: the 'query' argument (a string) is required".to_owned(), "error"),
+            None => (
+                "Error: the 'query' argument (a string) is required".to_owned(),
+                "error",
+            ),
         }
     };
     json!({
@@ -150,7 +168,10 @@ mod tests {
         let tools = vec![SEARCH_TOOL.to_owned()];
         let answer = reply(&[human("what's the weather in nyc?")], &tools);
         assert_eq!(tool_calls(&answer).len(), 1);
-        assert_eq!(answer["tool_calls"][0]["args"], json!({"query": "weather in nyc"}));
+        assert_eq!(
+            answer["tool_calls"][0]["args"],
+            json!({"query": "weather in nyc"})
+        );
         assert!(answer["id"].as_str().unwrap().starts_with("lc_run--"));
     }
 
@@ -173,7 +194,10 @@ mod tests {
     #[test]
     fn other_questions_are_echoed_and_unknown_tools_fail_softly() {
         assert_eq!(reply(&[human("hi")], &[])["content"], "You said: hi");
-        let failed = run_tool(&json!({"name": "nope", "args": {}, "id": "c"}), &[SEARCH_TOOL.to_owned()]);
+        let failed = run_tool(
+            &json!({"name": "nope", "args": {}, "id": "c"}),
+            &[SEARCH_TOOL.to_owned()],
+        );
         assert_eq!(failed["status"], "error");
     }
 }

@@ -44,14 +44,22 @@ fn map_version(row: &Row<'_>) -> rusqlite::Result<AssistantVersion> {
 }
 
 /// The assistant, if it exists.
-pub fn get(connection: &Connection, assistant_id: AssistantId) -> Result<Option<Assistant>, StorageError> {
-    let mut statement =
-        connection.prepare_cached(&format!("SELECT {COLUMNS} FROM assistants WHERE assistant_id = ?"))?;
+pub fn get(
+    connection: &Connection,
+    assistant_id: AssistantId,
+) -> Result<Option<Assistant>, StorageError> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM assistants WHERE assistant_id = ?"
+    ))?;
     Ok(statement.query_row([assistant_id], map_row).optional()?)
 }
 
 /// Writes a version row and points the assistant at it (inserting the assistant if new).
-pub fn put_version(connection: &Connection, version: &AssistantVersion, updated_at: Timestamp) -> Result<(), StorageError> {
+pub fn put_version(
+    connection: &Connection,
+    version: &AssistantVersion,
+    updated_at: Timestamp,
+) -> Result<(), StorageError> {
     let params = named_params! {
         ":assistant_id": version.assistant_id,
         ":version": version.version,
@@ -97,7 +105,10 @@ pub fn put_version(connection: &Connection, version: &AssistantVersion, updated_
 }
 
 /// The highest version number written for the assistant.
-pub fn max_version(connection: &Connection, assistant_id: AssistantId) -> Result<i64, StorageError> {
+pub fn max_version(
+    connection: &Connection,
+    assistant_id: AssistantId,
+) -> Result<i64, StorageError> {
     Ok(connection.query_row(
         "SELECT COALESCE(MAX(version), 0) FROM assistant_versions WHERE assistant_id = ?",
         [assistant_id],
@@ -106,7 +117,11 @@ pub fn max_version(connection: &Connection, assistant_id: AssistantId) -> Result
 }
 
 /// One stored version.
-pub fn version(connection: &Connection, assistant_id: AssistantId, version: i64) -> Result<Option<AssistantVersion>, StorageError> {
+pub fn version(
+    connection: &Connection,
+    assistant_id: AssistantId,
+    version: i64,
+) -> Result<Option<AssistantVersion>, StorageError> {
     let mut statement = connection.prepare_cached(
         "SELECT * FROM assistant_versions WHERE assistant_id = ? AND version = ?",
     )?;
@@ -124,7 +139,10 @@ pub fn versions(
     offset: i64,
 ) -> Result<Vec<AssistantVersion>, StorageError> {
     let mut clause = Where::default();
-    clause.push("assistant_id = ?", [SqlValue::Text(assistant_id.to_string())]);
+    clause.push(
+        "assistant_id = ?",
+        [SqlValue::Text(assistant_id.to_string())],
+    );
     if let Some(metadata) = metadata {
         clause.json_matches("metadata", metadata);
     }
@@ -144,7 +162,10 @@ pub fn versions(
 
 /// Deletes an assistant and its versions; false if it did not exist.
 pub fn delete(connection: &Connection, assistant_id: AssistantId) -> Result<bool, StorageError> {
-    Ok(connection.execute("DELETE FROM assistants WHERE assistant_id = ?", [assistant_id])? > 0)
+    Ok(connection.execute(
+        "DELETE FROM assistants WHERE assistant_id = ?",
+        [assistant_id],
+    )? > 0)
 }
 
 /// Filters of assistant search and count.
@@ -164,7 +185,10 @@ fn filter_clause(filter: &AssistantFilter) -> Where {
         clause.push("graph_id = ?", [SqlValue::Text(graph_id.clone())]);
     }
     if let Some(name) = &filter.name {
-        clause.push("instr(lower(name), lower(?)) > 0", [SqlValue::Text(name.clone())]);
+        clause.push(
+            "instr(lower(name), lower(?)) > 0",
+            [SqlValue::Text(name.clone())],
+        );
     }
     clause
 }

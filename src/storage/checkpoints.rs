@@ -11,7 +11,8 @@ use crate::domain::checkpoint::{Checkpoint, CheckpointSource};
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
 use crate::domain::JsonMap;
 
-const COLUMNS: &str = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, step, source, \
+const COLUMNS: &str =
+    "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, step, source, \
                        \"values\", next, tasks, metadata, updated_by, created_at";
 
 fn map_row(row: &Row<'_>) -> rusqlite::Result<Checkpoint> {
@@ -33,10 +34,15 @@ fn map_row(row: &Row<'_>) -> rusqlite::Result<Checkpoint> {
     })
 }
 
-const INSERT_VALUES: &str = ":thread_id, :checkpoint_ns, :checkpoint_id, :parent_checkpoint_id, :run_id, :step, \
+const INSERT_VALUES: &str =
+    ":thread_id, :checkpoint_ns, :checkpoint_id, :parent_checkpoint_id, :run_id, :step, \
                              :source, :values, :next, :tasks, :metadata, :updated_by, :created_at";
 
-fn insert_with(connection: &Connection, sql: &str, checkpoint: &Checkpoint) -> Result<usize, StorageError> {
+fn insert_with(
+    connection: &Connection,
+    sql: &str,
+    checkpoint: &Checkpoint,
+) -> Result<usize, StorageError> {
     Ok(connection.prepare_cached(sql)?.execute(named_params! {
         ":thread_id": checkpoint.thread_id,
         ":checkpoint_ns": checkpoint.checkpoint_ns,
@@ -66,7 +72,10 @@ pub fn insert(connection: &Connection, checkpoint: &Checkpoint) -> Result<(), St
 
 /// Inserts a run's checkpoint only while that run is `running`; returns false otherwise (the
 /// fence that keeps a stopped or rolled-back run from ever writing again).
-pub fn insert_fenced(connection: &Connection, checkpoint: &Checkpoint) -> Result<bool, StorageError> {
+pub fn insert_fenced(
+    connection: &Connection,
+    checkpoint: &Checkpoint,
+) -> Result<bool, StorageError> {
     let inserted = insert_with(
         connection,
         &format!(
@@ -79,7 +88,10 @@ pub fn insert_fenced(connection: &Connection, checkpoint: &Checkpoint) -> Result
 }
 
 /// The thread's latest checkpoint in the root namespace.
-pub fn head(connection: &Connection, thread_id: ThreadId) -> Result<Option<Checkpoint>, StorageError> {
+pub fn head(
+    connection: &Connection,
+    thread_id: ThreadId,
+) -> Result<Option<Checkpoint>, StorageError> {
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ''
          ORDER BY checkpoint_id DESC LIMIT 1"
@@ -98,18 +110,27 @@ pub fn get(
         "SELECT {COLUMNS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
     ))?;
     Ok(statement
-        .query_row(rusqlite::params![thread_id, checkpoint_ns, checkpoint_id], map_row)
+        .query_row(
+            rusqlite::params![thread_id, checkpoint_ns, checkpoint_id],
+            map_row,
+        )
         .optional()?)
 }
 
 /// The values of the last checkpoint a run wrote.
-pub fn last_values_of_run(connection: &Connection, thread_id: ThreadId, run_id: RunId) -> Result<Option<JsonMap>, StorageError> {
+pub fn last_values_of_run(
+    connection: &Connection,
+    thread_id: ThreadId,
+    run_id: RunId,
+) -> Result<Option<JsonMap>, StorageError> {
     let mut statement = connection.prepare_cached(
         "SELECT \"values\" FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' AND run_id = ?
          ORDER BY checkpoint_id DESC LIMIT 1",
     )?;
     Ok(statement
-        .query_row(rusqlite::params![thread_id, run_id], |row| json_column(row, "values"))
+        .query_row(rusqlite::params![thread_id, run_id], |row| {
+            json_column(row, "values")
+        })
         .optional()?)
 }
 
@@ -127,15 +148,25 @@ pub struct HistoryQuery {
 }
 
 /// Checkpoints of a thread, newest first.
-pub fn history(connection: &Connection, thread_id: ThreadId, query: &HistoryQuery) -> Result<Vec<Checkpoint>, StorageError> {
+pub fn history(
+    connection: &Connection,
+    thread_id: ThreadId,
+    query: &HistoryQuery,
+) -> Result<Vec<Checkpoint>, StorageError> {
     let mut clause = Where::default();
     clause.push("thread_id = ?", [SqlValue::Text(thread_id.to_string())]);
-    clause.push("checkpoint_ns = ?", [SqlValue::Text(query.checkpoint_ns.clone())]);
+    clause.push(
+        "checkpoint_ns = ?",
+        [SqlValue::Text(query.checkpoint_ns.clone())],
+    );
     if let Some(before) = query.before {
         clause.push("checkpoint_id < ?", [SqlValue::Text(before.to_string())]);
     }
     if let Some(checkpoint_id) = query.checkpoint_id {
-        clause.push("checkpoint_id = ?", [SqlValue::Text(checkpoint_id.to_string())]);
+        clause.push(
+            "checkpoint_id = ?",
+            [SqlValue::Text(checkpoint_id.to_string())],
+        );
     }
     if let Some(metadata) = &query.metadata {
         clause.json_matches("metadata", metadata);
@@ -154,7 +185,11 @@ pub fn history(connection: &Connection, thread_id: ThreadId, query: &HistoryQuer
 }
 
 /// Copies every checkpoint of `from` into `to`, detached from the runs that wrote them.
-pub fn copy_thread(connection: &Connection, from: ThreadId, to: ThreadId) -> Result<(), StorageError> {
+pub fn copy_thread(
+    connection: &Connection,
+    from: ThreadId,
+    to: ThreadId,
+) -> Result<(), StorageError> {
     connection.execute(
         "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, step,
             source, \"values\", next, tasks, metadata, updated_by, created_at)

@@ -40,13 +40,15 @@ impl ToSql for Timestamp {
 impl FromSql for Timestamp {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         let text = value.as_str()?;
-        Timestamp::parse(text).ok_or_else(|| FromSqlError::Other(format!("invalid timestamp {text:?}").into()))
+        Timestamp::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("invalid timestamp {text:?}").into()))
     }
 }
 
 /// Serialises a value for a JSON column.
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> rusqlite::Result<String> {
-    serde_json::to_string(value).map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
+    serde_json::to_string(value)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
 }
 
 /// Reads a JSON column.
@@ -58,11 +60,18 @@ pub fn json_column<T: DeserializeOwned>(row: &Row<'_>, column: &str) -> rusqlite
 }
 
 /// Reads a nullable JSON column.
-pub fn optional_json_column<T: DeserializeOwned>(row: &Row<'_>, column: &str) -> rusqlite::Result<Option<T>> {
+pub fn optional_json_column<T: DeserializeOwned>(
+    row: &Row<'_>,
+    column: &str,
+) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(column)?;
     text.map(|text| {
         serde_json::from_str(&text).map_err(|error| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                Box::new(error),
+            )
         })
     })
     .transpose()

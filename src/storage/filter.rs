@@ -14,7 +14,11 @@ pub struct Where {
 
 impl Where {
     /// Adds `condition` with its positional parameters (`?`).
-    pub fn push(&mut self, condition: impl Into<String>, params: impl IntoIterator<Item = SqlValue>) {
+    pub fn push(
+        &mut self,
+        condition: impl Into<String>,
+        params: impl IntoIterator<Item = SqlValue>,
+    ) {
         self.conditions.push(condition.into());
         self.params.extend(params);
     }
@@ -34,7 +38,10 @@ impl Where {
                 Value::Null => format!("json_type({column}, ?) = 'null' AND ? IS NOT NULL"),
                 _ => format!("json_extract({column}, ?) = json_extract(?, '$')"),
             };
-            self.push(condition, [SqlValue::Text(path), SqlValue::Text(expected_json)]);
+            self.push(
+                condition,
+                [SqlValue::Text(path), SqlValue::Text(expected_json)],
+            );
         }
     }
 

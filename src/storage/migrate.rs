@@ -6,7 +6,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StorageError;
 
 /// Every migration, in order. Append only: never edit, reorder or delete a merged one.
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
 
 /// Applies the migrations the database lacks, in one transaction.
 pub fn migrate(connection: &mut Connection) -> Result<(), StorageError> {
@@ -42,7 +43,10 @@ mod tests {
             .filter(|name| name.ends_with(".sql"))
             .collect();
         files.sort();
-        let listed: Vec<String> = MIGRATIONS.iter().map(|(name, _)| format!("{name}.sql")).collect();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(name, _)| format!("{name}.sql"))
+            .collect();
         assert_eq!(files, listed);
     }
 

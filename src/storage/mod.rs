@@ -55,7 +55,10 @@ pub enum StorageError {
     #[error("the database readers have stopped")]
     ReaderGone,
     #[error("cannot use {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl StorageError {
@@ -98,6 +101,16 @@ pub struct FinishRun {
     pub in_flight_after: bool,
 }
 
+/// A stored run with what it produced.
+#[derive(Debug)]
+pub struct RunResult {
+    pub run: Run,
+    /// Why it failed, when its status is `error`.
+    pub error: Option<RunError>,
+    /// Values of the last checkpoint it wrote, if any.
+    pub values: Option<JsonMap>,
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -135,12 +148,19 @@ impl Db {
     // ----- threads -----
 
     /// Creates a thread; an existing id is a conflict unless `if_exists` is `do_nothing`.
-    pub fn create_thread(&self, thread_id: ThreadId, metadata: JsonMap, if_exists: IfExists) -> impl Future<Output = Result<Thread, StorageError>> {
+    pub fn create_thread(
+        &self,
+        thread_id: ThreadId,
+        metadata: JsonMap,
+        if_exists: IfExists,
+    ) -> impl Future<Output = Result<Thread, StorageError>> {
         self.write(move |connection| {
             if let Some(existing) = threads::get(connection, thread_id)? {
                 return match if_exists {
                     IfExists::DoNothing => Ok(existing),
-                    IfExists::Raise => Err(StorageError::Conflict(format!("Thread with ID {thread_id} already exists"))),
+                    IfExists::Raise => Err(StorageError::Conflict(format!(
+                        "Thread with ID {thread_id} already exists"
+                    ))),
                 };
             }
             let thread = threads::new_thread(thread_id, metadata, Timestamp::now());
@@ -150,7 +170,11 @@ impl Db {
     }
 
     /// Shallow-merges `metadata` into the thread's metadata.
-    pub fn patch_thread(&self, thread_id: ThreadId, metadata: JsonMap) -> impl Future<Output = Result<Thread, StorageError>> {
+    pub fn patch_thread(
+        &self,
+        thread_id: ThreadId,
+        metadata: JsonMap,
+    ) -> impl Future<Output = Result<Thread, StorageError>> {
         self.write(move |connection| {
             let mut thread = threads::require(connection, thread_id)?;
             merge_into(&mut thread.metadata, &metadata);
@@ -161,11 +185,18 @@ impl Db {
     }
 
     /// Copies a thread and its checkpoints (not its runs) under a new id.
-    pub fn copy_thread(&self, from: ThreadId, to: ThreadId) -> impl Future<Output = Result<Thread, StorageError>> {
+    pub fn copy_thread(
+        &self,
+        from: ThreadId,
+        to: ThreadId,
+    ) -> impl Future<Output = Result<Thread, StorageError>> {
         self.write(move |connection| {
             let source = threads::require(connection, from)?;
             let now = Timestamp::now();
-            threads::insert(connection, &threads::new_thread(to, source.metadata.clone(), now))?;
+            threads::insert(
+                connection,
+                &threads::new_thread(to, source.metadata.clone(), now),
+            )?;
             checkpoints::copy_thread(connection, from, to)?;
             threads::settle(connection, to, false, ErrorChange::Keep, now)?;
             threads::require(connection, to)
@@ -173,7 +204,10 @@ impl Db {
     }
 
     /// Deletes a thread with its runs and checkpoints.
-    pub fn delete_thread(&self, thread_id: ThreadId) -> impl Future<Output = Result<(), StorageError>> {
+    pub fn delete_thread(
+        &self,
+        thread_id: ThreadId,
+    ) -> impl Future<Output = Result<(), StorageError>> {
         self.write(move |connection| {
             if threads::delete(connection, thread_id)? {
                 Ok(())
@@ -198,18 +232,26 @@ impl Db {
             } = insert;
             let thread_id = run.thread_id;
             let now = Timestamp::now();
-            let mut thread_metadata = match (threads::get(connection, thread_id)?, create_thread_metadata) {
-                (Some(thread), _) => thread.metadata,
-                (None, Some(metadata)) => {
-                    threads::insert(connection, &threads::new_thread(thread_id, metadata.clone(), now))?;
-                    metadata
-                }
-                (None, None) => {
-                    return Err(StorageError::NotFound("Thread or assistant not found.".into()));
-                }
-            };
+            let mut thread_metadata =
+                match (threads::get(connection, thread_id)?, create_thread_metadata) {
+                    (Some(thread), _) => thread.metadata,
+                    (None, Some(metadata)) => {
+                        threads::insert(
+                            connection,
+                            &threads::new_thread(thread_id, metadata.clone(), now),
+                        )?;
+                        metadata
+                    }
+                    (None, None) => {
+                        return Err(StorageError::NotFound(
+                            "Thread or assistant not found.".into(),
+                        ));
+                    }
+                };
             let stopped_any = match &stop {
-                Some((action, run_ids)) => stop_in_flight(connection, thread_id, *action, run_ids, now)? > 0,
+                Some((action, run_ids)) => {
+                    stop_in_flight(connection, thread_id, *action, run_ids, now)? > 0
+                }
                 None => false,
             };
             let mut metadata = thread_metadata.clone();
@@ -233,7 +275,11 @@ impl Db {
 
     /// Marks a pending run `running` and writes the checkpoints of its start (input applied)
     /// in the same transaction. `Fenced` if the run is no longer pending.
-    pub fn start_run(&self, run_id: RunId, start: Vec<Checkpoint>) -> impl Future<Output = Result<(), StorageError>> {
+    pub fn start_run(
+        &self,
+        run_id: RunId,
+        start: Vec<Checkpoint>,
+    ) -> impl Future<Output = Result<(), StorageError>> {
         self.write(move |connection| {
             if !runs::start(connection, run_id)? {
                 return Err(StorageError::Fenced);
@@ -247,7 +293,10 @@ impl Db {
 
     /// Writes a checkpoint of a running run. `Fenced` if the run is no longer running: a stopped
     /// or rolled-back run can never write again.
-    pub fn save_checkpoint(&self, checkpoint: Checkpoint) -> impl Future<Output = Result<(), StorageError>> {
+    pub fn save_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> impl Future<Output = Result<(), StorageError>> {
         self.write(move |connection| {
             if checkpoints::insert_fenced(connection, &checkpoint)? {
                 Ok(())
@@ -259,11 +308,21 @@ impl Db {
 
     /// Writes a run's terminal status and settles its thread. `Fenced` if the run was no longer
     /// pending or running.
-    pub fn finish_run(&self, finish: FinishRun) -> impl Future<Output = Result<ThreadStatus, StorageError>> {
+    pub fn finish_run(
+        &self,
+        finish: FinishRun,
+    ) -> impl Future<Output = Result<ThreadStatus, StorageError>> {
         self.write(move |connection| {
             let now = Timestamp::now();
             let from = [RunStatus::Running, RunStatus::Pending];
-            if !runs::transition(connection, finish.run_id, &from, finish.status, finish.error.as_ref(), now)? {
+            if !runs::transition(
+                connection,
+                finish.run_id,
+                &from,
+                finish.status,
+                finish.error.as_ref(),
+                now,
+            )? {
                 return Err(StorageError::Fenced);
             }
             let error_change = match (&finish.error, finish.status) {
@@ -271,7 +330,13 @@ impl Db {
                 (None, RunStatus::Success) => ErrorChange::Clear,
                 (None, _) => ErrorChange::Keep,
             };
-            threads::settle(connection, finish.thread_id, finish.in_flight_after, error_change, now)
+            threads::settle(
+                connection,
+                finish.thread_id,
+                finish.in_flight_after,
+                error_change,
+                now,
+            )
         })
     }
 
@@ -289,28 +354,54 @@ impl Db {
             let now = Timestamp::now();
             let stopped = stop_in_flight(connection, thread_id, action, &run_ids, now)?;
             if stopped > 0 {
-                threads::settle(connection, thread_id, in_flight_after, ErrorChange::Keep, now)?;
+                threads::settle(
+                    connection,
+                    thread_id,
+                    in_flight_after,
+                    ErrorChange::Keep,
+                    now,
+                )?;
             }
             Ok(stopped)
         })
     }
 
     /// Deletes a run of any status with its checkpoints, then settles the thread.
-    pub fn delete_run(&self, thread_id: ThreadId, run_id: RunId, in_flight_after: bool) -> impl Future<Output = Result<(), StorageError>> {
+    pub fn delete_run(
+        &self,
+        thread_id: ThreadId,
+        run_id: RunId,
+        in_flight_after: bool,
+    ) -> impl Future<Output = Result<(), StorageError>> {
         self.write(move |connection| {
             if !runs::delete(connection, thread_id, run_id, false)? {
                 return Err(StorageError::NotFound(format!("Run {run_id} not found")));
             }
-            threads::settle(connection, thread_id, in_flight_after, ErrorChange::Keep, Timestamp::now())?;
+            threads::settle(
+                connection,
+                thread_id,
+                in_flight_after,
+                ErrorChange::Keep,
+                Timestamp::now(),
+            )?;
             Ok(())
         })
     }
 
     /// Writes a `source: update` checkpoint and settles the thread on it.
-    pub fn update_state(&self, checkpoint: Checkpoint) -> impl Future<Output = Result<(), StorageError>> {
+    pub fn update_state(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> impl Future<Output = Result<(), StorageError>> {
         self.write(move |connection| {
             checkpoints::insert(connection, &checkpoint)?;
-            threads::settle(connection, checkpoint.thread_id, false, ErrorChange::Clear, Timestamp::now())?;
+            threads::settle(
+                connection,
+                checkpoint.thread_id,
+                false,
+                ErrorChange::Clear,
+                Timestamp::now(),
+            )?;
             Ok(())
         })
     }
@@ -319,7 +410,11 @@ impl Db {
 
     /// Creates an assistant at version 1; an existing id is a conflict unless `if_exists` is
     /// `do_nothing`.
-    pub fn create_assistant(&self, version: AssistantVersion, if_exists: IfExists) -> impl Future<Output = Result<Assistant, StorageError>> {
+    pub fn create_assistant(
+        &self,
+        version: AssistantVersion,
+        if_exists: IfExists,
+    ) -> impl Future<Output = Result<Assistant, StorageError>> {
         self.write(move |connection| {
             if let Some(existing) = assistants::get(connection, version.assistant_id)? {
                 return match if_exists {
@@ -337,13 +432,18 @@ impl Db {
     }
 
     /// Writes a new version made by `change` from the current one and points the assistant at it.
-    pub fn patch_assistant<F>(&self, assistant_id: AssistantId, change: F) -> impl Future<Output = Result<Assistant, StorageError>>
+    pub fn patch_assistant<F>(
+        &self,
+        assistant_id: AssistantId,
+        change: F,
+    ) -> impl Future<Output = Result<Assistant, StorageError>>
     where
         F: FnOnce(&mut AssistantVersion) + Send + 'static,
     {
         self.write(move |connection| {
-            let current = assistants::get(connection, assistant_id)?
-                .ok_or_else(|| StorageError::NotFound(format!("Assistant {assistant_id} not found")))?;
+            let current = assistants::get(connection, assistant_id)?.ok_or_else(|| {
+                StorageError::NotFound(format!("Assistant {assistant_id} not found"))
+            })?;
             let now = Timestamp::now();
             let mut version = AssistantVersion {
                 assistant_id,
@@ -365,13 +465,21 @@ impl Db {
     }
 
     /// Points the assistant at one of its stored versions.
-    pub fn set_assistant_version(&self, assistant_id: AssistantId, version: i64) -> impl Future<Output = Result<Assistant, StorageError>> {
+    pub fn set_assistant_version(
+        &self,
+        assistant_id: AssistantId,
+        version: i64,
+    ) -> impl Future<Output = Result<Assistant, StorageError>> {
         self.write(move |connection| {
-            let current = assistants::get(connection, assistant_id)?
-                .ok_or_else(|| StorageError::NotFound(format!("Assistant {assistant_id} not found")))?;
-            let stored = assistants::version(connection, assistant_id, version)?.ok_or_else(|| {
-                StorageError::NotFound(format!("Version {version} not found for assistant {assistant_id}"))
+            let current = assistants::get(connection, assistant_id)?.ok_or_else(|| {
+                StorageError::NotFound(format!("Assistant {assistant_id} not found"))
             })?;
+            let stored =
+                assistants::version(connection, assistant_id, version)?.ok_or_else(|| {
+                    StorageError::NotFound(format!(
+                        "Version {version} not found for assistant {assistant_id}"
+                    ))
+                })?;
             let now = Timestamp::now();
             assistants::put_version(connection, &stored, now)?;
             let mut assistant = stored.into_assistant(now);
@@ -381,10 +489,16 @@ impl Db {
     }
 
     /// Deletes an assistant (and, with `delete_threads`, the threads whose metadata names it).
-    pub fn delete_assistant(&self, assistant_id: AssistantId, delete_threads: bool) -> impl Future<Output = Result<(), StorageError>> {
+    pub fn delete_assistant(
+        &self,
+        assistant_id: AssistantId,
+        delete_threads: bool,
+    ) -> impl Future<Output = Result<(), StorageError>> {
         self.write(move |connection| {
             if !assistants::delete(connection, assistant_id)? {
-                return Err(StorageError::NotFound(format!("Assistant with ID {assistant_id} not found")));
+                return Err(StorageError::NotFound(format!(
+                    "Assistant with ID {assistant_id} not found"
+                )));
             }
             if delete_threads {
                 connection.execute(
@@ -397,7 +511,10 @@ impl Db {
     }
 
     /// Creates the system assistant of each graph that lacks one.
-    pub fn ensure_system_assistants(&self, graph_ids: Vec<String>) -> impl Future<Output = Result<usize, StorageError>> {
+    pub fn ensure_system_assistants(
+        &self,
+        graph_ids: Vec<String>,
+    ) -> impl Future<Output = Result<usize, StorageError>> {
         self.write(move |connection| {
             let mut created = 0;
             for graph_id in graph_ids {
@@ -429,7 +546,10 @@ impl Db {
     // ----- reads -----
 
     /// The thread, or `NotFound`.
-    pub fn get_thread(&self, thread_id: ThreadId) -> impl Future<Output = Result<Thread, StorageError>> {
+    pub fn get_thread(
+        &self,
+        thread_id: ThreadId,
+    ) -> impl Future<Output = Result<Thread, StorageError>> {
         self.read(move |connection| threads::require(connection, thread_id))
     }
 
@@ -442,35 +562,55 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> impl Future<Output = Result<Vec<Thread>, StorageError>> {
-        self.read(move |connection| threads::search(connection, &filter, sort_column, descending, limit, offset))
+        self.read(move |connection| {
+            threads::search(connection, &filter, sort_column, descending, limit, offset)
+        })
     }
 
     /// How many threads match.
-    pub fn count_threads(&self, filter: ThreadFilter) -> impl Future<Output = Result<i64, StorageError>> {
+    pub fn count_threads(
+        &self,
+        filter: ThreadFilter,
+    ) -> impl Future<Output = Result<i64, StorageError>> {
         self.read(move |connection| threads::count(connection, &filter))
     }
 
     /// The run, or `NotFound`.
-    pub fn get_run(&self, thread_id: ThreadId, run_id: RunId) -> impl Future<Output = Result<Run, StorageError>> {
+    pub fn get_run(
+        &self,
+        thread_id: ThreadId,
+        run_id: RunId,
+    ) -> impl Future<Output = Result<Run, StorageError>> {
         self.read(move |connection| {
-            runs::get(connection, thread_id, run_id)?.ok_or_else(|| StorageError::NotFound(format!("Run {run_id} not found")))
+            runs::get(connection, thread_id, run_id)?
+                .ok_or_else(|| StorageError::NotFound(format!("Run {run_id} not found")))
         })
     }
 
     /// What `/join` returns for a run that is no longer in flight: the run, its error if it
     /// failed, and the values of the last checkpoint it wrote.
-    pub fn run_result(&self, thread_id: ThreadId, run_id: RunId) -> impl Future<Output = Result<Option<(Run, Option<RunError>, Option<JsonMap>)>, StorageError>> {
+    pub fn run_result(
+        &self,
+        thread_id: ThreadId,
+        run_id: RunId,
+    ) -> impl Future<Output = Result<Option<RunResult>, StorageError>> {
         self.read(move |connection| {
             let Some((run, error)) = runs::get_with_error(connection, thread_id, run_id)? else {
                 return Ok(None);
             };
             let values = checkpoints::last_values_of_run(connection, thread_id, run_id)?;
-            Ok(Some((run, error, values)))
+            Ok(Some(RunResult { run, error, values }))
         })
     }
 
     /// A page of a thread's runs, newest first; `NotFound` for an unknown thread.
-    pub fn list_runs(&self, thread_id: ThreadId, status: Option<RunStatus>, limit: i64, offset: i64) -> impl Future<Output = Result<Vec<Run>, StorageError>> {
+    pub fn list_runs(
+        &self,
+        thread_id: ThreadId,
+        status: Option<RunStatus>,
+        limit: i64,
+        offset: i64,
+    ) -> impl Future<Output = Result<Vec<Run>, StorageError>> {
         self.read(move |connection| {
             if !threads::exists(connection, thread_id)? {
                 return Err(threads::not_found(thread_id));
@@ -480,7 +620,10 @@ impl Db {
     }
 
     /// The thread's pending and running runs in start order, and whether the thread exists.
-    pub fn in_flight_runs(&self, thread_id: ThreadId) -> impl Future<Output = Result<Vec<Run>, StorageError>> {
+    pub fn in_flight_runs(
+        &self,
+        thread_id: ThreadId,
+    ) -> impl Future<Output = Result<Vec<Run>, StorageError>> {
         self.read(move |connection| runs::in_flight(connection, thread_id))
     }
 
@@ -490,12 +633,18 @@ impl Db {
     }
 
     /// `(thread, run)` of every run with one of these statuses.
-    pub fn runs_with_status(&self, statuses: Vec<RunStatus>) -> impl Future<Output = Result<Vec<(ThreadId, RunId)>, StorageError>> {
+    pub fn runs_with_status(
+        &self,
+        statuses: Vec<RunStatus>,
+    ) -> impl Future<Output = Result<Vec<(ThreadId, RunId)>, StorageError>> {
         self.read(move |connection| runs::in_flight_with_status(connection, &statuses))
     }
 
     /// The thread's latest checkpoint; `NotFound` for an unknown thread.
-    pub fn head(&self, thread_id: ThreadId) -> impl Future<Output = Result<Option<Checkpoint>, StorageError>> {
+    pub fn head(
+        &self,
+        thread_id: ThreadId,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, StorageError>> {
         self.read(move |connection| {
             if !threads::exists(connection, thread_id)? {
                 return Err(threads::not_found(thread_id));
@@ -505,7 +654,12 @@ impl Db {
     }
 
     /// One checkpoint; `NotFound` for an unknown thread.
-    pub fn checkpoint(&self, thread_id: ThreadId, checkpoint_ns: String, checkpoint_id: crate::domain::ids::CheckpointId) -> impl Future<Output = Result<Option<Checkpoint>, StorageError>> {
+    pub fn checkpoint(
+        &self,
+        thread_id: ThreadId,
+        checkpoint_ns: String,
+        checkpoint_id: crate::domain::ids::CheckpointId,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, StorageError>> {
         self.read(move |connection| {
             if !threads::exists(connection, thread_id)? {
                 return Err(threads::not_found(thread_id));
@@ -515,7 +669,11 @@ impl Db {
     }
 
     /// The thread's checkpoints, newest first; `NotFound` for an unknown thread.
-    pub fn history(&self, thread_id: ThreadId, query: HistoryQuery) -> impl Future<Output = Result<Vec<Checkpoint>, StorageError>> {
+    pub fn history(
+        &self,
+        thread_id: ThreadId,
+        query: HistoryQuery,
+    ) -> impl Future<Output = Result<Vec<Checkpoint>, StorageError>> {
         self.read(move |connection| {
             if !threads::exists(connection, thread_id)? {
                 return Err(threads::not_found(thread_id));
@@ -525,7 +683,10 @@ impl Db {
     }
 
     /// The assistant, or `None`.
-    pub fn get_assistant(&self, assistant_id: AssistantId) -> impl Future<Output = Result<Option<Assistant>, StorageError>> {
+    pub fn get_assistant(
+        &self,
+        assistant_id: AssistantId,
+    ) -> impl Future<Output = Result<Option<Assistant>, StorageError>> {
         self.read(move |connection| assistants::get(connection, assistant_id))
     }
 
@@ -538,11 +699,16 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> impl Future<Output = Result<Vec<Assistant>, StorageError>> {
-        self.read(move |connection| assistants::search(connection, &filter, sort_column, descending, limit, offset))
+        self.read(move |connection| {
+            assistants::search(connection, &filter, sort_column, descending, limit, offset)
+        })
     }
 
     /// How many assistants match.
-    pub fn count_assistants(&self, filter: assistants::AssistantFilter) -> impl Future<Output = Result<i64, StorageError>> {
+    pub fn count_assistants(
+        &self,
+        filter: assistants::AssistantFilter,
+    ) -> impl Future<Output = Result<i64, StorageError>> {
         self.read(move |connection| assistants::count(connection, &filter))
     }
 
@@ -554,7 +720,9 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> impl Future<Output = Result<Vec<AssistantVersion>, StorageError>> {
-        self.read(move |connection| assistants::versions(connection, assistant_id, metadata.as_ref(), limit, offset))
+        self.read(move |connection| {
+            assistants::versions(connection, assistant_id, metadata.as_ref(), limit, offset)
+        })
     }
 
     /// Runs `work` on a reader connection; for tests and diagnostics only.
@@ -569,7 +737,13 @@ impl Db {
 }
 
 /// Stops the named in-flight runs of a thread inside the current transaction.
-fn stop_in_flight(connection: &Connection, thread_id: ThreadId, action: CancelAction, run_ids: &[RunId], now: Timestamp) -> Result<usize, StorageError> {
+fn stop_in_flight(
+    connection: &Connection,
+    thread_id: ThreadId,
+    action: CancelAction,
+    run_ids: &[RunId],
+    now: Timestamp,
+) -> Result<usize, StorageError> {
     let mut stopped = 0;
     for run_id in run_ids {
         let changed = match action {
@@ -651,7 +825,11 @@ mod tests {
 
     async fn checkpoints_of(db: &Db, run_id: RunId) -> i64 {
         db.read_raw(move |connection| {
-            Ok(connection.query_row("SELECT COUNT(*) FROM checkpoints WHERE run_id = ?", [run_id], |row| row.get(0))?)
+            Ok(connection.query_row(
+                "SELECT COUNT(*) FROM checkpoints WHERE run_id = ?",
+                [run_id],
+                |row| row.get(0),
+            )?)
         })
         .await
         .unwrap()
@@ -660,38 +838,78 @@ mod tests {
     #[tokio::test]
     async fn rollback_deletes_the_run_and_its_checkpoints_and_fences_its_writes() {
         let (_directory, db) = open();
-        let thread = db.create_thread(ThreadId::generate(), JsonMap::new(), IfExists::Raise).await.unwrap();
+        let thread = db
+            .create_thread(ThreadId::generate(), JsonMap::new(), IfExists::Raise)
+            .await
+            .unwrap();
         let first = run(thread.thread_id);
         db.insert_run(insert(&first, None)).await.unwrap();
-        db.start_run(first.run_id, vec![checkpoint(thread.thread_id, first.run_id, -1)]).await.unwrap();
-        db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0)).await.unwrap();
+        db.start_run(
+            first.run_id,
+            vec![checkpoint(thread.thread_id, first.run_id, -1)],
+        )
+        .await
+        .unwrap();
+        db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0))
+            .await
+            .unwrap();
         assert_eq!(checkpoints_of(&db, first.run_id).await, 2);
 
         let second = run(thread.thread_id);
-        db.insert_run(insert(&second, Some((CancelAction::Rollback, vec![first.run_id])))).await.unwrap();
+        db.insert_run(insert(
+            &second,
+            Some((CancelAction::Rollback, vec![first.run_id])),
+        ))
+        .await
+        .unwrap();
 
         assert_eq!(checkpoints_of(&db, first.run_id).await, 0);
-        assert!(matches!(db.get_run(thread.thread_id, first.run_id).await, Err(StorageError::NotFound(_))));
-        let late_write = db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 1)).await;
-        assert!(matches!(late_write, Err(StorageError::Fenced)), "{late_write:?}");
+        assert!(matches!(
+            db.get_run(thread.thread_id, first.run_id).await,
+            Err(StorageError::NotFound(_))
+        ));
+        let late_write = db
+            .save_checkpoint(checkpoint(thread.thread_id, first.run_id, 1))
+            .await;
+        assert!(
+            matches!(late_write, Err(StorageError::Fenced)),
+            "{late_write:?}"
+        );
         assert_eq!(checkpoints_of(&db, first.run_id).await, 0);
-        assert_eq!(db.get_thread(thread.thread_id).await.unwrap().status, ThreadStatus::Busy);
+        assert_eq!(
+            db.get_thread(thread.thread_id).await.unwrap().status,
+            ThreadStatus::Busy
+        );
     }
 
     #[tokio::test]
     async fn interrupt_keeps_checkpoints_and_fences_later_writes() {
         let (_directory, db) = open();
-        let thread = db.create_thread(ThreadId::generate(), JsonMap::new(), IfExists::Raise).await.unwrap();
+        let thread = db
+            .create_thread(ThreadId::generate(), JsonMap::new(), IfExists::Raise)
+            .await
+            .unwrap();
         let first = run(thread.thread_id);
         db.insert_run(insert(&first, None)).await.unwrap();
-        db.start_run(first.run_id, vec![checkpoint(thread.thread_id, first.run_id, -1)]).await.unwrap();
+        db.start_run(
+            first.run_id,
+            vec![checkpoint(thread.thread_id, first.run_id, -1)],
+        )
+        .await
+        .unwrap();
         let second = run(thread.thread_id);
-        db.insert_run(insert(&second, Some((CancelAction::Interrupt, vec![first.run_id])))).await.unwrap();
+        db.insert_run(insert(
+            &second,
+            Some((CancelAction::Interrupt, vec![first.run_id])),
+        ))
+        .await
+        .unwrap();
         let stored = db.get_run(thread.thread_id, first.run_id).await.unwrap();
         assert_eq!(stored.status, RunStatus::Interrupted);
         assert_eq!(checkpoints_of(&db, first.run_id).await, 1);
         assert!(matches!(
-            db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0)).await,
+            db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0))
+                .await,
             Err(StorageError::Fenced)
         ));
         let finish = FinishRun {
@@ -701,7 +919,10 @@ mod tests {
             error: None,
             in_flight_after: false,
         };
-        assert!(matches!(db.finish_run(finish).await, Err(StorageError::Fenced)));
+        assert!(matches!(
+            db.finish_run(finish).await,
+            Err(StorageError::Fenced)
+        ));
     }
 
     #[tokio::test]

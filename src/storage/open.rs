@@ -18,12 +18,17 @@ pub fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, St
     }
     let connection = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     connection.busy_timeout(busy_timeout)?;
     let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        log::warn!("database does not support WAL path={} journal_mode={mode}", path.display());
+        log::warn!(
+            "database does not support WAL path={} journal_mode={mode}",
+            path.display()
+        );
     }
     connection.execute_batch(
         "PRAGMA synchronous = NORMAL;

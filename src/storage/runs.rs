@@ -51,10 +51,17 @@ pub fn insert(connection: &Connection, run: &Run) -> Result<(), StorageError> {
 }
 
 /// The run of that thread, if it exists.
-pub fn get(connection: &Connection, thread_id: ThreadId, run_id: RunId) -> Result<Option<Run>, StorageError> {
-    let mut statement =
-        connection.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ? AND thread_id = ?"))?;
-    Ok(statement.query_row(rusqlite::params![run_id, thread_id], map_row).optional()?)
+pub fn get(
+    connection: &Connection,
+    thread_id: ThreadId,
+    run_id: RunId,
+) -> Result<Option<Run>, StorageError> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM runs WHERE run_id = ? AND thread_id = ?"
+    ))?;
+    Ok(statement
+        .query_row(rusqlite::params![run_id, thread_id], map_row)
+        .optional()?)
 }
 
 /// The run with its error, if it failed.
@@ -63,8 +70,9 @@ pub fn get_with_error(
     thread_id: ThreadId,
     run_id: RunId,
 ) -> Result<Option<(Run, Option<RunError>)>, StorageError> {
-    let mut statement =
-        connection.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = ? AND thread_id = ?"))?;
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM runs WHERE run_id = ? AND thread_id = ?"
+    ))?;
     Ok(statement
         .query_row(rusqlite::params![run_id, thread_id], |row| {
             Ok((map_row(row)?, optional_json_column(row, "error")?))
@@ -104,27 +112,39 @@ pub fn in_flight(connection: &Connection, thread_id: ThreadId) -> Result<Vec<Run
         "SELECT {COLUMNS} FROM runs WHERE thread_id = ? AND status IN ('pending', 'running')
          ORDER BY created_at, run_id"
     ))?;
-    let runs = statement.query_map([thread_id], map_row)?.collect::<Result<Vec<_>, _>>()?;
+    let runs = statement
+        .query_map([thread_id], map_row)?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(runs)
 }
 
 /// Threads that have pending or running runs.
 pub fn threads_in_flight(connection: &Connection) -> Result<Vec<ThreadId>, StorageError> {
-    let mut statement = connection
-        .prepare_cached("SELECT DISTINCT thread_id FROM runs WHERE status IN ('pending', 'running')")?;
-    let threads = statement.query_map([], |row| row.get(0))?.collect::<Result<Vec<_>, _>>()?;
+    let mut statement = connection.prepare_cached(
+        "SELECT DISTINCT thread_id FROM runs WHERE status IN ('pending', 'running')",
+    )?;
+    let threads = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(threads)
 }
 
 /// In-flight runs of any thread with one of `statuses`, for bulk cancel.
-pub fn in_flight_with_status(connection: &Connection, statuses: &[RunStatus]) -> Result<Vec<(ThreadId, RunId)>, StorageError> {
+pub fn in_flight_with_status(
+    connection: &Connection,
+    statuses: &[RunStatus],
+) -> Result<Vec<(ThreadId, RunId)>, StorageError> {
     let marks = vec!["?"; statuses.len()].join(", ");
     let mut statement = connection.prepare(&format!(
         "SELECT thread_id, run_id FROM runs WHERE status IN ({marks}) ORDER BY created_at, run_id"
     ))?;
-    let params = statuses.iter().map(|status| SqlValue::Text(status.as_str().into()));
+    let params = statuses
+        .iter()
+        .map(|status| SqlValue::Text(status.as_str().into()));
     let runs = statement
-        .query_map(params_from_iter(params), |row| Ok((row.get(0)?, row.get(1)?)))?
+        .query_map(params_from_iter(params), |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(runs)
 }
@@ -139,7 +159,11 @@ pub fn transition(
     error: Option<&RunError>,
     now: Timestamp,
 ) -> Result<bool, StorageError> {
-    let allowed = from.iter().map(|status| status.as_str()).collect::<Vec<_>>().join(",");
+    let allowed = from
+        .iter()
+        .map(|status| status.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     let changed = connection
         .prepare_cached(
             "UPDATE runs SET status = :to, error = :error, updated_at = :now
@@ -159,14 +183,21 @@ pub fn transition(
 pub fn start(connection: &Connection, run_id: RunId) -> Result<bool, StorageError> {
     // `updated_at` is not bumped by pending → running, as on the official server.
     let changed = connection
-        .prepare_cached("UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'pending'")?
+        .prepare_cached(
+            "UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'pending'",
+        )?
         .execute([run_id])?;
     Ok(changed > 0)
 }
 
 /// Deletes the run (its checkpoints and writes go by cascade); with `in_flight_only`, only if
 /// pending or running. Returns whether a row was deleted.
-pub fn delete(connection: &Connection, thread_id: ThreadId, run_id: RunId, in_flight_only: bool) -> Result<bool, StorageError> {
+pub fn delete(
+    connection: &Connection,
+    thread_id: ThreadId,
+    run_id: RunId,
+    in_flight_only: bool,
+) -> Result<bool, StorageError> {
     let deleted = connection
         .prepare_cached(
             "DELETE FROM runs WHERE run_id = ? AND thread_id = ?

@@ -38,7 +38,9 @@ pub fn not_found(thread_id: ThreadId) -> StorageError {
 
 /// The thread, if it exists.
 pub fn get(connection: &Connection, thread_id: ThreadId) -> Result<Option<Thread>, StorageError> {
-    let mut statement = connection.prepare_cached(&format!("SELECT {COLUMNS} FROM threads WHERE thread_id = ?"))?;
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM threads WHERE thread_id = ?"
+    ))?;
     Ok(statement.query_row([thread_id], map_row).optional()?)
 }
 
@@ -92,7 +94,12 @@ pub fn new_thread(thread_id: ThreadId, metadata: JsonMap, now: Timestamp) -> Thr
 }
 
 /// Replaces a thread's metadata.
-pub fn set_metadata(connection: &Connection, thread_id: ThreadId, metadata: &JsonMap, now: Timestamp) -> Result<(), StorageError> {
+pub fn set_metadata(
+    connection: &Connection,
+    thread_id: ThreadId,
+    metadata: &JsonMap,
+    now: Timestamp,
+) -> Result<(), StorageError> {
     connection
         .prepare_cached("UPDATE threads SET metadata = ?, updated_at = ? WHERE thread_id = ?")?
         .execute(rusqlite::params![to_json(metadata)?, now, thread_id])?;
@@ -100,7 +107,12 @@ pub fn set_metadata(connection: &Connection, thread_id: ThreadId, metadata: &Jso
 }
 
 /// Marks a thread busy (a run was inserted) and records the graph and assistant it runs.
-pub fn mark_busy(connection: &Connection, thread_id: ThreadId, metadata: &JsonMap, now: Timestamp) -> Result<(), StorageError> {
+pub fn mark_busy(
+    connection: &Connection,
+    thread_id: ThreadId,
+    metadata: &JsonMap,
+    now: Timestamp,
+) -> Result<(), StorageError> {
     connection
         .prepare_cached(
             "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ? WHERE thread_id = ?",
@@ -126,7 +138,13 @@ pub enum ErrorChange<'a> {
 
 /// Recomputes a thread after its runs changed: status by `ThreadStatus::settle` from the latest
 /// checkpoint, and the cached `values` copied from that checkpoint.
-pub fn settle(connection: &Connection, thread_id: ThreadId, in_flight: bool, error: ErrorChange<'_>, now: Timestamp) -> Result<ThreadStatus, StorageError> {
+pub fn settle(
+    connection: &Connection,
+    thread_id: ThreadId,
+    in_flight: bool,
+    error: ErrorChange<'_>,
+    now: Timestamp,
+) -> Result<ThreadStatus, StorageError> {
     let head_next: Option<String> = connection
         .prepare_cached(
             "SELECT next FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ''
@@ -135,7 +153,11 @@ pub fn settle(connection: &Connection, thread_id: ThreadId, in_flight: bool, err
         .query_row([thread_id], |row| row.get(0))
         .optional()?;
     let head_has_next = head_next.is_some_and(|next| next.trim() != "[]");
-    let status = ThreadStatus::settle(in_flight, matches!(error, ErrorChange::Set(_)), head_has_next);
+    let status = ThreadStatus::settle(
+        in_flight,
+        matches!(error, ErrorChange::Set(_)),
+        head_has_next,
+    );
     let (error_change, error_json) = match error {
         ErrorChange::Keep => ("keep", None),
         ErrorChange::Clear => ("clear", None),

@@ -53,7 +53,9 @@ where
     }
 
     fn fail(self: Box<Self>, error: &StorageError) {
-        let _ = self.reply.send(Err(StorageError::CommitFailed(error.to_string())));
+        let _ = self
+            .reply
+            .send(Err(StorageError::CommitFailed(error.to_string())));
     }
 }
 

@@ -1,0 +1,383 @@
+//! Assistants: create, get, patch (a new version), delete, search, count, versions, latest, and
+//! the graph's drawing and schemas.
+
+use std::sync::Arc;
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::{self, json_body};
+use super::threads::SortOrder;
+use super::{paginated, AppState};
+use crate::domain::assistant::{Assistant, AssistantVersion};
+use crate::domain::ids::AssistantId;
+use crate::domain::thread::IfExists;
+use crate::domain::time::Timestamp;
+use crate::domain::{merge_into, JsonMap};
+use crate::error::ApiError;
+use crate::graph::Graph;
+use crate::storage::assistants::AssistantFilter;
+
+const ASSISTANT_FIELDS: [&str; 10] = [
+    "assistant_id",
+    "graph_id",
+    "config",
+    "context",
+    "metadata",
+    "name",
+    "created_at",
+    "updated_at",
+    "version",
+    "description",
+];
+
+fn unknown_graph(state: &AppState, graph_id: &str) -> ApiError {
+    let known: Vec<String> = state.graphs.ids().map(|id| format!("'{id}'")).collect();
+    ApiError::NotFound(format!(
+        "Graph '{graph_id}' not found. Expected one of: [{}]",
+        known.join(", ")
+    ))
+}
+
+fn assistant_not_found(assistant_id: AssistantId) -> ApiError {
+    ApiError::NotFound(format!("Assistant {assistant_id} not found"))
+}
+
+/// Mirrors `config.configurable` into `context` when only the former is given, as the official
+/// server does.
+fn mirror_context(config: &JsonMap, context: &mut JsonMap) {
+    if context.is_empty() {
+        if let Some(Value::Object(configurable)) = config.get("configurable") {
+            context.clone_from(configurable);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AssistantCreate {
+    graph_id: String,
+    #[serde(default)]
+    assistant_id: Option<String>,
+    #[serde(default)]
+    config: Option<JsonMap>,
+    #[serde(default)]
+    context: Option<JsonMap>,
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    if_exists: Option<IfExists>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// `POST /assistants`
+pub async fn create(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let request: AssistantCreate = json_body(&body)?;
+    if state.graphs.get(&request.graph_id).is_none() {
+        return Err(unknown_graph(&state, &request.graph_id));
+    }
+    let assistant_id = match request.assistant_id.as_deref() {
+        Some(text) => extract::assistant_id(text)?,
+        None => AssistantId::generate(),
+    };
+    let config = request.config.unwrap_or_default();
+    let mut context = request.context.unwrap_or_default();
+    mirror_context(&config, &mut context);
+    let version = AssistantVersion {
+        assistant_id,
+        graph_id: request.graph_id,
+        config,
+        context,
+        metadata: request.metadata.unwrap_or_default(),
+        name: request.name.unwrap_or_else(|| "Untitled".into()),
+        created_at: Timestamp::now(),
+        version: 1,
+        description: request.description,
+    };
+    let assistant = state
+        .db
+        .create_assistant(version, request.if_exists.unwrap_or_default())
+        .await?;
+    Ok(HttpResponse::Ok().json(assistant))
+}
+
+/// `GET /assistants/{assistant_id}`
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let assistant_id = extract::assistant_id(&path)?;
+    let assistant = state
+        .db
+        .get_assistant(assistant_id)
+        .await?
+        .ok_or_else(|| assistant_not_found(assistant_id))?;
+    Ok(HttpResponse::Ok().json(assistant))
+}
+
+#[derive(Deserialize)]
+struct AssistantPatch {
+    #[serde(default)]
+    graph_id: Option<String>,
+    #[serde(default)]
+    config: Option<JsonMap>,
+    #[serde(default)]
+    context: Option<JsonMap>,
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// `PATCH /assistants/{assistant_id}`: writes a new version (metadata is merged, the rest replaced).
+pub async fn patch(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let assistant_id = extract::assistant_id(&path)?;
+    let request: AssistantPatch = json_body(&body)?;
+    if let Some(graph_id) = &request.graph_id {
+        if state.graphs.get(graph_id).is_none() {
+            return Err(unknown_graph(&state, graph_id));
+        }
+    }
+    let assistant = state
+        .db
+        .patch_assistant(assistant_id, move |version| {
+            if let Some(graph_id) = request.graph_id {
+                version.graph_id = graph_id;
+            }
+            if let Some(config) = request.config {
+                version.config = config;
+            }
+            match request.context {
+                Some(context) => version.context = context,
+                None => {
+                    let config = version.config.clone();
+                    mirror_context(&config, &mut version.context);
+                }
+            }
+            if let Some(metadata) = request.metadata {
+                merge_into(&mut version.metadata, &metadata);
+            }
+            if let Some(name) = request.name {
+                version.name = name;
+            }
+            if request.description.is_some() {
+                version.description = request.description;
+            }
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(assistant))
+}
+
+/// `DELETE /assistants/{assistant_id}?delete_threads=`
+pub async fn delete(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let assistant_id = extract::assistant_id(&path)?;
+    let pairs = extract::query_pairs(request.query_string())?;
+    state
+        .db
+        .delete_assistant(assistant_id, extract::flag(&pairs, "delete_threads"))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum AssistantSortBy {
+    AssistantId,
+    GraphId,
+    Name,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl AssistantSortBy {
+    fn column(self) -> &'static str {
+        match self {
+            AssistantSortBy::AssistantId => "assistant_id",
+            AssistantSortBy::GraphId => "graph_id",
+            AssistantSortBy::Name => "name",
+            AssistantSortBy::CreatedAt => "created_at",
+            AssistantSortBy::UpdatedAt => "updated_at",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AssistantSearch {
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    graph_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(default)]
+    sort_by: Option<AssistantSortBy>,
+    #[serde(default)]
+    sort_order: Option<SortOrder>,
+    #[serde(default)]
+    select: Option<Vec<String>>,
+}
+
+/// `POST /assistants/search`
+pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let request: AssistantSearch = json_body(&body)?;
+    let limit = extract::limit(request.limit, 10, 1000)?;
+    let offset = extract::offset(request.offset)?;
+    let filter = AssistantFilter {
+        metadata: request.metadata,
+        graph_id: request.graph_id,
+        name: request.name,
+    };
+    let sort = request
+        .sort_by
+        .unwrap_or(AssistantSortBy::CreatedAt)
+        .column();
+    let descending = request.sort_order.unwrap_or(SortOrder::Desc) == SortOrder::Desc;
+    let total = state.db.count_assistants(filter.clone());
+    let page = state
+        .db
+        .search_assistants(filter, sort, descending, limit, offset);
+    let (total, page) = (total.await?, page.await?);
+    let items = page
+        .iter()
+        .map(|assistant| serde_json::to_value(assistant).unwrap_or(Value::Null))
+        .collect();
+    let items = extract::select(items, request.select.as_deref(), &ASSISTANT_FIELDS)?;
+    Ok(paginated(items, total, offset))
+}
+
+#[derive(Deserialize)]
+struct AssistantCount {
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    graph_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `POST /assistants/count`
+pub async fn count(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let request: AssistantCount = json_body(&body)?;
+    let filter = AssistantFilter {
+        metadata: request.metadata,
+        graph_id: request.graph_id,
+        name: request.name,
+    };
+    Ok(HttpResponse::Ok().json(state.db.count_assistants(filter).await?))
+}
+
+#[derive(Deserialize)]
+struct VersionsQuery {
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+}
+
+/// `POST /assistants/{assistant_id}/versions`: newest first.
+pub async fn versions(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let assistant_id = extract::assistant_id(&path)?;
+    let request: VersionsQuery = json_body(&body)?;
+    let limit = extract::limit(request.limit, 10, 1000)?;
+    let offset = extract::offset(request.offset)?;
+    if state.db.get_assistant(assistant_id).await?.is_none() {
+        return Err(assistant_not_found(assistant_id));
+    }
+    let versions = state
+        .db
+        .assistant_versions(assistant_id, request.metadata, limit, offset)
+        .await?;
+    Ok(HttpResponse::Ok().json(versions))
+}
+
+#[derive(Deserialize)]
+struct LatestVersion {
+    version: i64,
+}
+
+/// `POST /assistants/{assistant_id}/latest` with `{"version": n}`.
+pub async fn latest(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let assistant_id = extract::assistant_id(&path)?;
+    let request: LatestVersion = json_body(&body)?;
+    let assistant = state
+        .db
+        .set_assistant_version(assistant_id, request.version)
+        .await?;
+    Ok(HttpResponse::Ok().json(assistant))
+}
+
+/// The graph of an assistant; `/graph` also accepts a graph id in place of the assistant id.
+async fn graph_of(
+    state: &AppState,
+    text: &str,
+    allow_graph_id: bool,
+) -> Result<Arc<Graph>, ApiError> {
+    if allow_graph_id {
+        if let Some(graph) = state.graphs.get(text) {
+            return Ok(graph);
+        }
+    }
+    let assistant_id = extract::assistant_id(text)?;
+    let assistant: Assistant = state
+        .db
+        .get_assistant(assistant_id)
+        .await?
+        .ok_or_else(|| assistant_not_found(assistant_id))?;
+    state
+        .graphs
+        .get(&assistant.graph_id)
+        .ok_or_else(|| unknown_graph(state, &assistant.graph_id))
+}
+
+/// `GET /assistants/{assistant_id}/graph`
+pub async fn graph(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(graph_of(&state, &path, true).await?.drawable()))
+}
+
+/// `GET /assistants/{assistant_id}/schemas`
+pub async fn schemas(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(graph_of(&state, &path, false).await?.schemas()))
+}
+
+/// `GET /assistants/{assistant_id}/subgraphs`: no declared graph has subgraphs yet.
+pub async fn subgraphs(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    graph_of(&state, &path, false).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}

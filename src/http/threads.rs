@@ -1,0 +1,494 @@
+//! Threads: create, get, patch, delete, search, count, copy; thread state (get, at a checkpoint,
+//! update) and history.
+
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::{self, json_body};
+use super::{paginated, AppState};
+use crate::actors::{DeleteThread, UpdateState};
+use crate::domain::checkpoint::{empty_state, Checkpoint};
+use crate::domain::ids::{CheckpointId, ThreadId};
+use crate::domain::thread::{IfExists, Thread, ThreadStatus};
+use crate::domain::{strip_keys, JsonMap, RESERVED_METADATA_KEYS};
+use crate::error::ApiError;
+use crate::storage::{HistoryQuery, ThreadFilter};
+
+const THREAD_FIELDS: [&str; 10] = [
+    "thread_id",
+    "created_at",
+    "updated_at",
+    "state_updated_at",
+    "metadata",
+    "status",
+    "config",
+    "values",
+    "interrupts",
+    "error",
+];
+
+fn thread_json(thread: &Thread) -> Value {
+    serde_json::to_value(thread).unwrap_or(Value::Null)
+}
+
+#[derive(Deserialize)]
+struct ThreadCreate {
+    #[serde(default)]
+    thread_id: Option<String>,
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    if_exists: Option<IfExists>,
+    #[serde(default)]
+    #[allow(dead_code)] // Accepted for compatibility; thread TTLs come with retention (#5).
+    ttl: Option<Value>,
+    #[serde(default)]
+    supersteps: Option<Value>,
+}
+
+/// `POST /threads`
+pub async fn create(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let request: ThreadCreate = json_body(&body)?;
+    if request.supersteps.is_some() {
+        return Err(ApiError::NotImplemented(
+            "`supersteps` on thread creation is not supported yet".into(),
+        ));
+    }
+    let thread_id = match request.thread_id.as_deref() {
+        Some(text) => extract::thread_id(text)?,
+        None => ThreadId::generate(),
+    };
+    let mut metadata = request.metadata.unwrap_or_default();
+    strip_keys(&mut metadata, &RESERVED_METADATA_KEYS);
+    let thread = state
+        .db
+        .create_thread(thread_id, metadata, request.if_exists.unwrap_or_default())
+        .await?;
+    Ok(HttpResponse::Ok().json(thread_json(&thread)))
+}
+
+/// `GET /threads/{thread_id}`
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    let thread = state.db.get_thread(thread_id).await?;
+    Ok(HttpResponse::Ok().json(thread_json(&thread)))
+}
+
+#[derive(Deserialize)]
+struct ThreadPatch {
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    #[allow(dead_code)] // Accepted for compatibility; thread TTLs come with retention (#5).
+    ttl: Option<Value>,
+}
+
+/// `PATCH /threads/{thread_id}`: shallow-merges metadata.
+pub async fn patch(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    let patch: ThreadPatch = json_body(&body)?;
+    let mut metadata = patch.metadata.unwrap_or_default();
+    strip_keys(&mut metadata, &RESERVED_METADATA_KEYS);
+    let thread = state.db.patch_thread(thread_id, metadata).await?;
+    let minimal = request
+        .headers()
+        .get("Prefer")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.contains("return=minimal"));
+    if minimal {
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    Ok(HttpResponse::Ok().json(thread_json(&thread)))
+}
+
+/// `DELETE /threads/{thread_id}`: stops its active run, then deletes it with its runs and checkpoints.
+pub async fn delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    state.thread(thread_id).await?.send(DeleteThread).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum ThreadSortBy {
+    ThreadId,
+    Status,
+    CreatedAt,
+    UpdatedAt,
+    StateUpdatedAt,
+}
+
+impl ThreadSortBy {
+    fn column(self) -> &'static str {
+        match self {
+            ThreadSortBy::ThreadId => "thread_id",
+            ThreadSortBy::Status => "status",
+            ThreadSortBy::CreatedAt => "created_at",
+            ThreadSortBy::UpdatedAt => "updated_at",
+            ThreadSortBy::StateUpdatedAt => "state_updated_at",
+        }
+    }
+}
+
+/// `asc` or `desc`.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+#[derive(Deserialize)]
+struct ThreadSearch {
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    values: Option<JsonMap>,
+    #[serde(default)]
+    status: Option<ThreadStatus>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(default)]
+    sort_by: Option<ThreadSortBy>,
+    #[serde(default)]
+    sort_order: Option<SortOrder>,
+    #[serde(default)]
+    select: Option<Vec<String>>,
+    #[serde(default)]
+    extract: Option<Value>,
+}
+
+fn thread_filter(
+    ids: Option<Vec<String>>,
+    metadata: Option<JsonMap>,
+    values: Option<JsonMap>,
+    status: Option<ThreadStatus>,
+) -> Result<ThreadFilter, ApiError> {
+    let ids = ids
+        .map(|ids| {
+            ids.iter()
+                .map(|id| extract::thread_id(id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(ThreadFilter {
+        ids,
+        metadata,
+        values,
+        status,
+    })
+}
+
+/// `POST /threads/search`
+pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let request: ThreadSearch = json_body(&body)?;
+    if request.extract.is_some() {
+        return Err(ApiError::NotImplemented(
+            "`extract` in thread search is not supported yet".into(),
+        ));
+    }
+    let limit = extract::limit(request.limit, 10, 1000)?;
+    let offset = extract::offset(request.offset)?;
+    let filter = thread_filter(
+        request.ids,
+        request.metadata,
+        request.values,
+        request.status,
+    )?;
+    let sort = request.sort_by.unwrap_or(ThreadSortBy::UpdatedAt).column();
+    let descending = request.sort_order.unwrap_or(SortOrder::Desc) == SortOrder::Desc;
+    let total = state.db.count_threads(filter.clone());
+    let page = state
+        .db
+        .search_threads(filter, sort, descending, limit, offset);
+    let (total, page) = (total.await?, page.await?);
+    let items = extract::select(
+        page.iter().map(thread_json).collect(),
+        request.select.as_deref(),
+        &THREAD_FIELDS,
+    )?;
+    Ok(paginated(items, total, offset))
+}
+
+#[derive(Deserialize)]
+struct ThreadCount {
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    values: Option<JsonMap>,
+    #[serde(default)]
+    status: Option<ThreadStatus>,
+}
+
+/// `POST /threads/count`
+pub async fn count(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let request: ThreadCount = json_body(&body)?;
+    let filter = thread_filter(None, request.metadata, request.values, request.status)?;
+    Ok(HttpResponse::Ok().json(state.db.count_threads(filter).await?))
+}
+
+/// `POST /threads/{thread_id}/copy`: a new thread with the same metadata and checkpoints.
+pub async fn copy(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    let copy_id = ThreadId(uuid::Uuid::new_v4());
+    let thread = state.db.copy_thread(thread_id, copy_id).await?;
+    Ok(HttpResponse::Ok().json(thread_json(&thread)))
+}
+
+fn state_json(checkpoint: Option<&Checkpoint>) -> Value {
+    checkpoint.map_or_else(empty_state, Checkpoint::to_state)
+}
+
+/// `GET /threads/{thread_id}/state`
+pub async fn get_state(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    let head = state.db.head(thread_id).await?;
+    Ok(HttpResponse::Ok().json(state_json(head.as_ref())))
+}
+
+async fn state_at(
+    state: &AppState,
+    thread_id: ThreadId,
+    checkpoint_ns: String,
+    checkpoint_id: CheckpointId,
+) -> Result<HttpResponse, ApiError> {
+    let checkpoint = state
+        .db
+        .checkpoint(thread_id, checkpoint_ns, checkpoint_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "Checkpoint {checkpoint_id} not found in thread {thread_id}"
+            ))
+        })?;
+    Ok(HttpResponse::Ok().json(checkpoint.to_state()))
+}
+
+/// `GET /threads/{thread_id}/state/{checkpoint_id}`
+pub async fn get_state_at(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path.0)?;
+    let checkpoint_id = extract::checkpoint_id(&path.1)?;
+    state_at(&state, thread_id, String::new(), checkpoint_id).await
+}
+
+/// A checkpoint reference in a body: `{checkpoint_id?, checkpoint_ns?, …}`.
+#[derive(Deserialize, Default)]
+struct CheckpointRef {
+    #[serde(default)]
+    checkpoint_id: Option<String>,
+    #[serde(default)]
+    checkpoint_ns: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StateAtCheckpoint {
+    checkpoint: CheckpointRef,
+    #[serde(default)]
+    #[allow(dead_code)] // Subgraph states come with subgraphs (#4).
+    subgraphs: Option<bool>,
+}
+
+/// `POST /threads/{thread_id}/state/checkpoint`
+pub async fn post_state_checkpoint(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    let request: StateAtCheckpoint = json_body(&body)?;
+    match request.checkpoint.checkpoint_id.as_deref() {
+        Some(text) => {
+            let checkpoint_id = extract::checkpoint_id(text)?;
+            state_at(
+                &state,
+                thread_id,
+                request.checkpoint.checkpoint_ns.unwrap_or_default(),
+                checkpoint_id,
+            )
+            .await
+        }
+        None => get_state(state, web::Path::from(thread_id.to_string())).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct StateUpdate {
+    #[serde(default)]
+    values: Option<Value>,
+    #[serde(default)]
+    as_node: Option<String>,
+    #[serde(default)]
+    checkpoint: Option<CheckpointRef>,
+    #[serde(default)]
+    checkpoint_id: Option<String>,
+}
+
+/// `POST /threads/{thread_id}/state`: a `source: update` checkpoint, as if `as_node` wrote `values`.
+pub async fn update_state(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    let request: StateUpdate = json_body(&body)?;
+    let checkpoint_id = request
+        .checkpoint_id
+        .or_else(|| {
+            request
+                .checkpoint
+                .and_then(|checkpoint| checkpoint.checkpoint_id)
+        })
+        .map(|text| extract::checkpoint_id(&text))
+        .transpose()?;
+    let update = UpdateState {
+        values: request.values,
+        as_node: request.as_node,
+        checkpoint_id,
+    };
+    let checkpoint = state.thread(thread_id).await?.send(update).await??;
+    let reference = checkpoint.reference();
+    Ok(HttpResponse::Ok().json(json!({
+        "checkpoint": reference,
+        "configurable": reference,
+        "checkpoint_id": checkpoint.checkpoint_id,
+    })))
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    before: Option<String>,
+}
+
+/// Default number of checkpoints a history request returns, as on the official server (the SDKs
+/// always send their own limit).
+const HISTORY_DEFAULT_LIMIT: i64 = 1;
+
+async fn history(
+    state: &AppState,
+    thread_id: ThreadId,
+    query: HistoryQuery,
+) -> Result<HttpResponse, ApiError> {
+    let checkpoints = state.db.history(thread_id, query).await?;
+    Ok(HttpResponse::Ok().json(
+        checkpoints
+            .iter()
+            .map(Checkpoint::to_state)
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `GET /threads/{thread_id}/history?limit=&before=`
+pub async fn get_history(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    let params: HistoryParams = extract::query(request.query_string())?;
+    let limit = match params.limit.as_deref() {
+        Some(text) => Some(
+            text.parse::<i64>()
+                .map_err(|_| ApiError::Validation(format!("Invalid limit {text}")))?,
+        ),
+        None => None,
+    };
+    let query = HistoryQuery {
+        limit: extract::limit(limit, HISTORY_DEFAULT_LIMIT, 1000)?,
+        before: params
+            .before
+            .as_deref()
+            .map(extract::checkpoint_id)
+            .transpose()?,
+        ..HistoryQuery::default()
+    };
+    history(&state, thread_id, query).await
+}
+
+#[derive(Deserialize)]
+struct HistoryBody {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    before: Option<Value>,
+    #[serde(default)]
+    metadata: Option<JsonMap>,
+    #[serde(default)]
+    checkpoint: Option<CheckpointRef>,
+}
+
+/// `before` as a checkpoint id, `{checkpoint_id}` or `{configurable: {checkpoint_id}}`.
+fn before_id(before: &Value) -> Result<CheckpointId, ApiError> {
+    let text = match before {
+        Value::String(text) => Some(text.as_str()),
+        Value::Object(object) => object
+            .get("checkpoint_id")
+            .or_else(|| {
+                object
+                    .get("configurable")
+                    .and_then(|inner| inner.get("checkpoint_id"))
+            })
+            .and_then(Value::as_str),
+        _ => None,
+    };
+    let text = text.ok_or_else(|| {
+        ApiError::Validation("Invalid request body: field `before`: expected a checkpoint id or {\"checkpoint_id\": …}".into())
+    })?;
+    extract::checkpoint_id(text)
+}
+
+/// `POST /threads/{thread_id}/history`
+pub async fn post_history(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    let request: HistoryBody = json_body(&body)?;
+    let checkpoint = request.checkpoint.unwrap_or_default();
+    let query = HistoryQuery {
+        limit: extract::limit(request.limit, HISTORY_DEFAULT_LIMIT, 1000)?,
+        before: request
+            .before
+            .as_ref()
+            .filter(|before| !before.is_null())
+            .map(before_id)
+            .transpose()?,
+        metadata: request.metadata,
+        checkpoint_ns: checkpoint.checkpoint_ns.unwrap_or_default(),
+        checkpoint_id: checkpoint
+            .checkpoint_id
+            .as_deref()
+            .map(extract::checkpoint_id)
+            .transpose()?,
+    };
+    history(&state, thread_id, query).await
+}

@@ -1,0 +1,152 @@
+//! Application: the only place where the parts are wired together. Opens and migrates the
+//! database, loads the graphs, starts the actors, binds the listener and builds the HTTP server.
+//! Must be called inside an actix System.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter};
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::actors::{GetThread, ThreadRegistry};
+use crate::config::Settings;
+use crate::graph::nodes::NativeNodes;
+use crate::graph::GraphRegistry;
+use crate::http::{self, AppState};
+use crate::storage::Db;
+
+/// A built server, bound to its port, not yet running.
+pub struct Application {
+    port: u16,
+    server: Server,
+    db: Db,
+    registry: Addr<ThreadRegistry>,
+    /// Kept so the actor threads live as long as the application.
+    _arbiters: Vec<Arbiter>,
+}
+
+fn threads_or_cpus(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(2, usize::from)
+    }
+}
+
+impl Application {
+    /// Builds the application from settings; `native` holds Rust node functions graphs may use.
+    pub async fn build(settings: Settings, native: NativeNodes) -> anyhow::Result<Application> {
+        let graphs = GraphRegistry::load(&settings.graphs.files, &settings.config_dir, &native)
+            .context("cannot load the graphs")?;
+        let graph_ids: Vec<String> = graphs.ids().map(str::to_owned).collect();
+        log::info!("graphs loaded graphs={}", graph_ids.join(","));
+        let graphs = Arc::new(graphs);
+
+        let database = &settings.database;
+        let db = Db::open(
+            &database.path,
+            database.readers,
+            Duration::from_millis(database.busy_timeout_ms),
+        )
+        .with_context(|| format!("cannot open the database {}", database.path.display()))?;
+        log::info!(
+            "database ready path={} readers={}",
+            database.path.display(),
+            database.readers
+        );
+        let created = db.ensure_system_assistants(graph_ids).await?;
+        if created > 0 {
+            log::info!("system assistants created count={created}");
+        }
+
+        let arbiters: Vec<Arbiter> = (0..threads_or_cpus(settings.runtime.arbiters))
+            .map(|_| Arbiter::new())
+            .collect();
+        let registry = ThreadRegistry::new(
+            db.clone(),
+            graphs.clone(),
+            arbiters.iter().map(Arbiter::handle).collect(),
+        )
+        .start();
+        // Threads with pending or running runs get their actor now, which resumes their queue.
+        let in_flight = db.threads_in_flight().await?;
+        if !in_flight.is_empty() {
+            log::info!(
+                "recovering threads with runs in flight count={}",
+                in_flight.len()
+            );
+        }
+        for thread_id in in_flight {
+            registry.send(GetThread { thread_id }).await?;
+        }
+
+        let server_settings = &settings.server;
+        let listener = TcpListener::bind((server_settings.host.as_str(), server_settings.port))
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{}",
+                    server_settings.host, server_settings.port
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+        let body_limit = server_settings.body_limit_bytes;
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            registry: registry.clone(),
+            graphs,
+            body_limit,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(
+                    ErrorHandlers::new()
+                        .handler(StatusCode::PAYLOAD_TOO_LARGE, http::payload_too_large),
+                )
+                .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
+                .configure(http::routes)
+        })
+        .workers(threads_or_cpus(server_settings.workers))
+        .listen(listener)?
+        .run();
+        log::info!("listening address=http://{}:{port}", server_settings.host);
+        Ok(Application {
+            port,
+            server,
+            db,
+            registry,
+            _arbiters: arbiters,
+        })
+    }
+
+    /// The bound port (useful when the settings asked for port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The database handle (tests inspect storage through it).
+    pub fn db(&self) -> Db {
+        self.db.clone()
+    }
+
+    /// The thread registry.
+    pub fn registry(&self) -> Addr<ThreadRegistry> {
+        self.registry.clone()
+    }
+
+    /// A handle that can stop the HTTP server.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM, or a handle).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
