@@ -1,0 +1,9 @@
+//! The integration tests: a real server on a random port, a fresh SQLite file per test.
+
+mod assistants;
+mod double_texting;
+mod helpers;
+mod runs;
+mod state;
+mod threads;
+mod validation;
