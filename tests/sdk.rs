@@ -1,0 +1,171 @@
+//! SDK conformance: the official Python SDK (`langgraph-sdk`, from PyPI, installed by this test
+//! into a virtualenv under the target directory) against the real `spindle` binary on port 0
+//! with its own database. Runs the seed program unchanged (only its URL is pointed at
+//! the test server) and `tests/sdk/conformance.py`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+const PACKAGES: [&str; 2] = ["langgraph-sdk==0.4.14", "langchain-core==1.7.2"];
+
+/// The virtualenv's python, created once per target directory.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
+        let python = venv.join("bin/python");
+        let marker = venv.join(format!("installed-{}", PACKAGES.join("-")));
+        if !marker.exists() {
+            let status = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .expect("python3 is installed");
+            assert!(
+                status.success(),
+                "cannot create the virtualenv at {}",
+                venv.display()
+            );
+            let status = Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PACKAGES)
+                .stdin(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "pip install {PACKAGES:?} failed");
+            std::fs::write(&marker, b"").unwrap();
+        }
+        python
+    })
+}
+
+/// The real binary on port 0 with a fresh database; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    _directory: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let directory = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .args(["serve", "--port", "0", "--config"])
+            .arg(root.join("config/spindle.toml"))
+            .arg("--database")
+            .arg(directory.path().join("spindle.db"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the spindle binary starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server logs its address before exiting")
+                .unwrap();
+            if let Some((_, address)) = line.split_once("listening address=") {
+                break address.trim().to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url,
+            _directory: directory,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a Python program against `server`; returns its stdout, failing the test on a non-zero exit.
+fn run_python(server: &Server, source: &str) -> String {
+    let output = Command::new(python())
+        .arg("-c")
+        .arg(source)
+        .env("SPINDLE_URL", &server.url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "python failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_seed_program_runs_unchanged_and_rolls_back_the_first_run() {
+    let server = Server::start();
+    let seed = include_str!("sdk/seed.py");
+    assert!(seed.contains("http://127.0.0.1:8123"));
+    let output = run_python(&server, &seed.replace("http://127.0.0.1:8123", &server.url));
+    let banners: Vec<&str> = output
+        .lines()
+        .filter(|line| line.starts_with("===="))
+        .collect();
+    assert_eq!(banners.len(), 4, "{output}");
+    for (banner, kind) in
+        banners
+            .iter()
+            .zip(["Human Message", "Ai Message", "Tool Message", "Ai Message"])
+    {
+        assert!(banner.contains(kind), "{banner} should be {kind}\n{output}");
+    }
+    assert!(output.contains("what's the weather in nyc?"), "{output}");
+    assert!(
+        !output.contains("sf"),
+        "the rolled-back question left a trace:\n{output}"
+    );
+    assert!(output.contains("query: weather in nyc"), "{output}");
+    assert!(output.contains("The weather in nyc is"), "{output}");
+    assert!(
+        output
+            .trim_end()
+            .ends_with("Original run was correctly deleted"),
+        "{output}"
+    );
+}
+
+#[test]
+fn every_strategy_and_resource_works_through_the_python_sdk() {
+    let server = Server::start();
+    let output = run_python(&server, include_str!("sdk/conformance.py"));
+    for check in [
+        "check_reject",
+        "check_enqueue",
+        "check_interrupt",
+        "check_rollback",
+        "check_rollback_on_many_threads",
+        "check_wait_cancel_delete",
+        "check_state_and_history",
+        "check_breakpoint",
+        "check_threads",
+        "check_assistants",
+    ] {
+        assert!(
+            output.contains(&format!("ok {check}\n")),
+            "{check} did not pass:\n{output}"
+        );
+    }
+}
