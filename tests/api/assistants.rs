@@ -15,6 +15,28 @@ async fn every_graph_has_a_system_assistant_with_the_official_id() {
     assert_eq!(agent.body["graph_id"], "agent");
     assert_eq!(agent.body["metadata"], json!({"created_by": "system"}));
     assert_eq!(agent.body["version"], 1);
+    let keys: Vec<&str> = agent
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "assistant_id",
+            "graph_id",
+            "config",
+            "context",
+            "metadata",
+            "name",
+            "created_at",
+            "updated_at",
+            "version",
+            "description"
+        ]
+    );
     let by_name = app.get("/assistants/agent").await;
     assert_eq!(
         (by_name.status, by_name.detail()),
