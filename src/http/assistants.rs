@@ -58,19 +58,12 @@ fn mirror_context(config: &JsonMap, context: &mut JsonMap) {
 #[derive(Deserialize)]
 struct AssistantCreate {
     graph_id: String,
-    #[serde(default)]
     assistant_id: Option<String>,
-    #[serde(default)]
     config: Option<JsonMap>,
-    #[serde(default)]
     context: Option<JsonMap>,
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     if_exists: Option<IfExists>,
-    #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     description: Option<String>,
 }
 
@@ -121,17 +114,11 @@ pub async fn get(
 
 #[derive(Deserialize)]
 struct AssistantPatch {
-    #[serde(default)]
     graph_id: Option<String>,
-    #[serde(default)]
     config: Option<JsonMap>,
-    #[serde(default)]
     context: Option<JsonMap>,
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     description: Option<String>,
 }
 
@@ -217,21 +204,13 @@ impl AssistantSortBy {
 
 #[derive(Deserialize)]
 struct AssistantSearch {
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     graph_id: Option<String>,
-    #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     limit: Option<i64>,
-    #[serde(default)]
     offset: Option<i64>,
-    #[serde(default)]
     sort_by: Option<AssistantSortBy>,
-    #[serde(default)]
     sort_order: Option<SortOrder>,
-    #[serde(default)]
     select: Option<Vec<String>>,
 }
 
@@ -265,11 +244,8 @@ pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
 
 #[derive(Deserialize)]
 struct AssistantCount {
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     graph_id: Option<String>,
-    #[serde(default)]
     name: Option<String>,
 }
 
@@ -286,11 +262,8 @@ pub async fn count(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
 
 #[derive(Deserialize)]
 struct VersionsQuery {
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     limit: Option<i64>,
-    #[serde(default)]
     offset: Option<i64>,
 }
 

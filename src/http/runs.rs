@@ -56,7 +56,6 @@ enum StreamModes {
 
 #[derive(Deserialize, Default)]
 struct CheckpointRef {
-    #[serde(default)]
     checkpoint_id: Option<String>,
 }
 
@@ -71,45 +70,25 @@ enum OnDisconnect {
 #[derive(Deserialize)]
 struct RunCreate {
     assistant_id: String,
-    #[serde(default)]
     input: Option<Value>,
-    #[serde(default)]
     command: Option<Value>,
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     config: Option<JsonMap>,
-    #[serde(default)]
     context: Option<JsonMap>,
-    #[serde(default)]
     checkpoint: Option<CheckpointRef>,
-    #[serde(default)]
     checkpoint_id: Option<String>,
-    #[serde(default)]
     stream_mode: Option<StreamModes>,
-    #[serde(default)]
     stream_subgraphs: Option<bool>,
-    #[serde(default)]
     stream_resumable: Option<bool>,
-    #[serde(default)]
     feedback_keys: Option<Vec<String>>,
-    #[serde(default)]
     interrupt_before: Option<Breakpoints>,
-    #[serde(default)]
     interrupt_after: Option<Breakpoints>,
-    #[serde(default)]
     webhook: Option<String>,
-    #[serde(default)]
     multitask_strategy: Option<MultitaskStrategy>,
-    #[serde(default)]
     if_not_exists: Option<IfNotExists>,
-    #[serde(default)]
     after_seconds: Option<f64>,
-    #[serde(default)]
     durability: Option<Durability>,
-    #[serde(default)]
     checkpoint_during: Option<bool>,
-    #[serde(default)]
     #[allow(dead_code)] // Validated here; acted on by the streaming endpoints (#3).
     on_disconnect: Option<OnDisconnect>,
 }
@@ -556,11 +535,8 @@ enum BulkStatus {
 
 #[derive(Deserialize)]
 struct BulkCancel {
-    #[serde(default)]
     thread_id: Option<String>,
-    #[serde(default)]
     run_ids: Option<Vec<String>>,
-    #[serde(default)]
     status: Option<BulkStatus>,
 }
 

@@ -35,16 +35,11 @@ fn thread_json(thread: &Thread) -> Value {
 
 #[derive(Deserialize)]
 struct ThreadCreate {
-    #[serde(default)]
     thread_id: Option<String>,
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     if_exists: Option<IfExists>,
-    #[serde(default)]
     #[allow(dead_code)] // Accepted for compatibility; thread TTLs come with retention (#5).
     ttl: Option<Value>,
-    #[serde(default)]
     supersteps: Option<Value>,
 }
 
@@ -81,9 +76,7 @@ pub async fn get(
 
 #[derive(Deserialize)]
 struct ThreadPatch {
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     #[allow(dead_code)] // Accepted for compatibility; thread TTLs come with retention (#5).
     ttl: Option<Value>,
 }
@@ -153,25 +146,15 @@ pub enum SortOrder {
 
 #[derive(Deserialize)]
 struct ThreadSearch {
-    #[serde(default)]
     ids: Option<Vec<String>>,
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     values: Option<JsonMap>,
-    #[serde(default)]
     status: Option<ThreadStatus>,
-    #[serde(default)]
     limit: Option<i64>,
-    #[serde(default)]
     offset: Option<i64>,
-    #[serde(default)]
     sort_by: Option<ThreadSortBy>,
-    #[serde(default)]
     sort_order: Option<SortOrder>,
-    #[serde(default)]
     select: Option<Vec<String>>,
-    #[serde(default)]
     extract: Option<Value>,
 }
 
@@ -229,11 +212,8 @@ pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
 
 #[derive(Deserialize)]
 struct ThreadCount {
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     values: Option<JsonMap>,
-    #[serde(default)]
     status: Option<ThreadStatus>,
 }
 
@@ -300,16 +280,13 @@ pub async fn get_state_at(
 /// A checkpoint reference in a body: `{checkpoint_id?, checkpoint_ns?, …}`.
 #[derive(Deserialize, Default)]
 struct CheckpointRef {
-    #[serde(default)]
     checkpoint_id: Option<String>,
-    #[serde(default)]
     checkpoint_ns: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct StateAtCheckpoint {
     checkpoint: CheckpointRef,
-    #[serde(default)]
     #[allow(dead_code)] // Subgraph states come with subgraphs (#4).
     subgraphs: Option<bool>,
 }
@@ -339,13 +316,9 @@ pub async fn post_state_checkpoint(
 
 #[derive(Deserialize)]
 struct StateUpdate {
-    #[serde(default)]
     values: Option<Value>,
-    #[serde(default)]
     as_node: Option<String>,
-    #[serde(default)]
     checkpoint: Option<CheckpointRef>,
-    #[serde(default)]
     checkpoint_id: Option<String>,
 }
 
@@ -382,9 +355,7 @@ pub async fn update_state(
 
 #[derive(Deserialize)]
 struct HistoryParams {
-    #[serde(default)]
     limit: Option<String>,
-    #[serde(default)]
     before: Option<String>,
 }
 
@@ -435,13 +406,9 @@ pub async fn get_history(
 
 #[derive(Deserialize)]
 struct HistoryBody {
-    #[serde(default)]
     limit: Option<i64>,
-    #[serde(default)]
     before: Option<Value>,
-    #[serde(default)]
     metadata: Option<JsonMap>,
-    #[serde(default)]
     checkpoint: Option<CheckpointRef>,
 }
 

@@ -1,7 +1,7 @@
 //! SQL for the `assistants` and `assistant_versions` tables.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{named_params, params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::codec::{json_column, to_json};
 use super::filter::Where;
@@ -146,18 +146,14 @@ pub fn versions(
     if let Some(metadata) = metadata {
         clause.json_matches("metadata", metadata);
     }
-    let sql = format!(
-        "SELECT * FROM assistant_versions{} ORDER BY version DESC LIMIT ? OFFSET ?",
-        clause.sql()
-    );
-    let mut params = clause.params;
-    params.push(SqlValue::Integer(limit));
-    params.push(SqlValue::Integer(offset));
-    let mut statement = connection.prepare(&sql)?;
-    let versions = statement
-        .query_map(params_from_iter(params), map_version)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(versions)
+    clause.page(
+        connection,
+        "SELECT * FROM assistant_versions",
+        "version DESC",
+        limit,
+        offset,
+        map_version,
+    )
 }
 
 /// Deletes an assistant and its versions; false if it did not exist.
@@ -202,25 +198,18 @@ pub fn search(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Assistant>, StorageError> {
-    let clause = filter_clause(filter);
     let order = if descending { "DESC" } else { "ASC" };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM assistants{} ORDER BY {sort_column} {order}, assistant_id {order} LIMIT ? OFFSET ?",
-        clause.sql()
-    );
-    let mut params = clause.params;
-    params.push(SqlValue::Integer(limit));
-    params.push(SqlValue::Integer(offset));
-    let mut statement = connection.prepare(&sql)?;
-    let assistants = statement
-        .query_map(params_from_iter(params), map_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(assistants)
+    filter_clause(filter).page(
+        connection,
+        &format!("SELECT {COLUMNS} FROM assistants"),
+        &format!("{sort_column} {order}, assistant_id {order}"),
+        limit,
+        offset,
+        map_row,
+    )
 }
 
 /// How many assistants match.
 pub fn count(connection: &Connection, filter: &AssistantFilter) -> Result<i64, StorageError> {
-    let clause = filter_clause(filter);
-    let sql = format!("SELECT COUNT(*) FROM assistants{}", clause.sql());
-    Ok(connection.query_row(&sql, params_from_iter(clause.params), |row| row.get(0))?)
+    filter_clause(filter).count(connection, "assistants")
 }

@@ -2,7 +2,7 @@
 //! in the root namespace.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{named_params, params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::codec::{json_column, to_json};
 use super::filter::Where;
@@ -171,17 +171,14 @@ pub fn history(
     if let Some(metadata) = &query.metadata {
         clause.json_matches("metadata", metadata);
     }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM checkpoints{} ORDER BY checkpoint_id DESC LIMIT ?",
-        clause.sql()
-    );
-    let mut params = clause.params;
-    params.push(SqlValue::Integer(query.limit));
-    let mut statement = connection.prepare(&sql)?;
-    let checkpoints = statement
-        .query_map(params_from_iter(params), map_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(checkpoints)
+    clause.page(
+        connection,
+        &format!("SELECT {COLUMNS} FROM checkpoints"),
+        "checkpoint_id DESC",
+        query.limit,
+        0,
+        map_row,
+    )
 }
 
 /// Copies every checkpoint of `from` into `to`, detached from the runs that wrote them.

@@ -1,8 +1,10 @@
 //! Building WHERE clauses for JSON filters: exact match of top-level keys of a JSON column.
 
 use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection, Row};
 use serde_json::Value;
 
+use super::StorageError;
 use crate::domain::JsonMap;
 
 /// A WHERE clause under construction: conditions joined with AND, and their parameters.
@@ -52,5 +54,36 @@ impl Where {
         } else {
             format!(" WHERE {}", self.conditions.join(" AND "))
         }
+    }
+
+    /// Runs `{select_from}{WHERE …} ORDER BY {order_by} LIMIT limit OFFSET offset` and maps the rows.
+    /// `select_from` and `order_by` must be trusted SQL (column names are validated by callers).
+    pub fn page<T>(
+        self,
+        connection: &Connection,
+        select_from: &str,
+        order_by: &str,
+        limit: i64,
+        offset: i64,
+        map_row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StorageError> {
+        let sql = format!(
+            "{select_from}{} ORDER BY {order_by} LIMIT ? OFFSET ?",
+            self.sql()
+        );
+        let mut params = self.params;
+        params.push(SqlValue::Integer(limit));
+        params.push(SqlValue::Integer(offset));
+        let mut statement = connection.prepare(&sql)?;
+        let rows = statement
+            .query_map(params_from_iter(params), map_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// How many rows of `table` match.
+    pub fn count(self, connection: &Connection, table: &str) -> Result<i64, StorageError> {
+        let sql = format!("SELECT COUNT(*) FROM {table}{}", self.sql());
+        Ok(connection.query_row(&sql, params_from_iter(self.params), |row| row.get(0))?)
     }
 }

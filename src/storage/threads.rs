@@ -1,7 +1,7 @@
 //! SQL for the `threads` table.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{named_params, params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::codec::{json_column, optional_json_column, to_json};
 use super::filter::Where;
@@ -214,25 +214,18 @@ pub fn search(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Thread>, StorageError> {
-    let clause = filter_clause(filter);
     let order = if descending { "DESC" } else { "ASC" };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM threads{} ORDER BY {sort_column} {order}, thread_id {order} LIMIT ? OFFSET ?",
-        clause.sql()
-    );
-    let mut params = clause.params;
-    params.push(SqlValue::Integer(limit));
-    params.push(SqlValue::Integer(offset));
-    let mut statement = connection.prepare(&sql)?;
-    let threads = statement
-        .query_map(params_from_iter(params), map_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(threads)
+    filter_clause(filter).page(
+        connection,
+        &format!("SELECT {COLUMNS} FROM threads"),
+        &format!("{sort_column} {order}, thread_id {order}"),
+        limit,
+        offset,
+        map_row,
+    )
 }
 
 /// How many threads match.
 pub fn count(connection: &Connection, filter: &ThreadFilter) -> Result<i64, StorageError> {
-    let clause = filter_clause(filter);
-    let sql = format!("SELECT COUNT(*) FROM threads{}", clause.sql());
-    Ok(connection.query_row(&sql, params_from_iter(clause.params), |row| row.get(0))?)
+    filter_clause(filter).count(connection, "threads")
 }
