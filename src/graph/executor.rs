@@ -130,15 +130,7 @@ impl RunPlan {
         updated_by: Vec<String>,
     ) -> Checkpoint {
         let checkpoint_id = CheckpointId::generate();
-        let tasks = next
-            .iter()
-            .map(|name| TaskRecord {
-                id: task_id(&checkpoint_id, step + 1, name),
-                name: name.clone(),
-                error: None,
-                result: None,
-            })
-            .collect();
+        let tasks = pending_tasks(&checkpoint_id, step, &next);
         let mut metadata = self.base_metadata.clone();
         metadata.insert("source".into(), json!(source.as_str()));
         metadata.insert("step".into(), json!(step));
@@ -165,6 +157,18 @@ impl RunPlan {
             .iter()
             .any(|points| nodes.iter().any(|node| points.contains(node)))
     }
+}
+
+/// The tasks pending at a checkpoint: one per node of `next`, with deterministic ids.
+fn pending_tasks(checkpoint_id: &CheckpointId, step: i64, next: &[String]) -> Vec<TaskRecord> {
+    next.iter()
+        .map(|name| TaskRecord {
+            id: task_id(checkpoint_id, step + 1, name),
+            name: name.clone(),
+            error: None,
+            result: None,
+        })
+        .collect()
 }
 
 fn cursor_of(checkpoint: &Checkpoint) -> Cursor {
@@ -288,15 +292,7 @@ pub fn update_state(
     let next = graph.next_after(std::slice::from_ref(&as_node), &state);
     let step = base.map_or(-1, |base| base.step) + 1;
     let checkpoint_id = CheckpointId::generate();
-    let tasks = next
-        .iter()
-        .map(|name| TaskRecord {
-            id: task_id(&checkpoint_id, step + 1, name),
-            name: name.clone(),
-            error: None,
-            result: None,
-        })
-        .collect();
+    let tasks = pending_tasks(&checkpoint_id, step, &next);
     let mut metadata = JsonMap::new();
     metadata.insert("graph_id".into(), json!(graph.id));
     metadata.insert("thread_id".into(), json!(thread_id));

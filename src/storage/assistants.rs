@@ -15,18 +15,7 @@ const COLUMNS: &str =
     "assistant_id, graph_id, config, context, metadata, name, created_at, updated_at, version, description";
 
 fn map_row(row: &Row<'_>) -> rusqlite::Result<Assistant> {
-    Ok(Assistant {
-        assistant_id: row.get("assistant_id")?,
-        graph_id: row.get("graph_id")?,
-        config: json_column(row, "config")?,
-        context: json_column(row, "context")?,
-        metadata: json_column(row, "metadata")?,
-        name: row.get("name")?,
-        created_at: row.get("created_at")?,
-        updated_at: row.get("updated_at")?,
-        version: row.get("version")?,
-        description: row.get("description")?,
-    })
+    Ok(map_version(row)?.into_assistant(row.get("updated_at")?))
 }
 
 fn map_version(row: &Row<'_>) -> rusqlite::Result<AssistantVersion> {
