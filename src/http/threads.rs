@@ -363,18 +363,28 @@ struct HistoryParams {
 /// always send their own limit).
 const HISTORY_DEFAULT_LIMIT: i64 = 1;
 
+const STATE_FIELDS: [&str; 10] = [
+    "values",
+    "next",
+    "tasks",
+    "metadata",
+    "created_at",
+    "checkpoint",
+    "parent_checkpoint",
+    "interrupts",
+    "checkpoint_id",
+    "parent_checkpoint_id",
+];
+
 async fn history(
     state: &AppState,
     thread_id: ThreadId,
     query: HistoryQuery,
+    select: Option<&[String]>,
 ) -> Result<HttpResponse, ApiError> {
     let checkpoints = state.db.history(thread_id, query).await?;
-    Ok(HttpResponse::Ok().json(
-        checkpoints
-            .iter()
-            .map(Checkpoint::to_state)
-            .collect::<Vec<_>>(),
-    ))
+    let states = checkpoints.iter().map(Checkpoint::to_state).collect();
+    Ok(HttpResponse::Ok().json(extract::select(states, select, &STATE_FIELDS)?))
 }
 
 /// `GET /threads/{thread_id}/history?limit=&before=`
@@ -401,7 +411,7 @@ pub async fn get_history(
             .transpose()?,
         ..HistoryQuery::default()
     };
-    history(&state, thread_id, query).await
+    history(&state, thread_id, query, None).await
 }
 
 #[derive(Deserialize)]
@@ -410,6 +420,7 @@ struct HistoryBody {
     before: Option<Value>,
     metadata: Option<JsonMap>,
     checkpoint: Option<CheckpointRef>,
+    select: Option<Vec<String>>,
 }
 
 /// `before` as a checkpoint id, `{checkpoint_id}` or `{configurable: {checkpoint_id}}`.
@@ -457,5 +468,5 @@ pub async fn post_history(
             .map(extract::checkpoint_id)
             .transpose()?,
     };
-    history(&state, thread_id, query).await
+    history(&state, thread_id, query, request.select.as_deref()).await
 }
