@@ -15,7 +15,9 @@ pub mod run;
 pub mod thread;
 pub mod thread_registry;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::MailboxError;
 
@@ -58,4 +60,28 @@ pub enum RunOutcome {
     Interrupted,
     /// Rolled back or deleted: the run no longer exists.
     Deleted,
+}
+
+/// Retries a storage call while it fails for a reason that may pass (a lock held by another
+/// process, a full disk, a failed commit): up to 8 retries over about 7 seconds.
+pub(crate) async fn with_retries<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..8 {
+        match attempt().await {
+            Err(error) if !error.is_permanent() => {
+                log::warn!(
+                    "storage call failed, retrying in {}ms what={what}: {error:#}",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+    attempt().await
 }

@@ -115,8 +115,10 @@ impl RunActor {
                 next: finish.next,
             }),
             Ok(Err(Halt::Failed(error))) => Some(RunEnd::Failed(error)),
-            // Fenced: the thread actor stopped or deleted this run and already recorded it.
-            Ok(Err(Halt::Fenced)) => None,
+            // Fenced: storage no longer has this run in flight. When the thread actor stopped it,
+            // it ignores this report; otherwise the run was removed behind its back and the
+            // report lets it move on.
+            Ok(Err(Halt::Fenced)) => Some(RunEnd::Vanished),
             Err(join_error) if join_error.is_cancelled() => None,
             Err(join_error) => Some(RunEnd::Failed(RunError::new(
                 "RuntimeError",
@@ -186,6 +188,15 @@ impl Handler<BeginRun> for RunActor {
             let start = std::mem::take(&mut begin.checkpoints);
             db.start_run(run_id, start).await.map_err(storage_failure)?;
             Ok((plan, begin))
+        };
+        // Input coercion and reducers run in a task of their own: a panic fails only this run.
+        let prepare = async move {
+            tokio::spawn(prepare).await.unwrap_or_else(|join_error| {
+                Err(RunError::new(
+                    "RuntimeError",
+                    format!("starting the run panicked: {join_error}"),
+                ))
+            })
         };
         AtomicResponse::new(Box::pin(wrap_future(prepare).map(
             |result: Result<(RunPlan, Begin), RunError>, actor: &mut Self, ctx| match result {

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::run::{BeginRun, RunActor, StopRun};
-use super::{RunOutcome, ThreadError};
+use super::{with_retries, RunOutcome, ThreadError};
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
 use crate::domain::multitask::{decide, CancelAction, Decision};
@@ -97,6 +97,9 @@ pub enum RunEnd {
         next: Vec<String>,
     },
     Failed(RunError),
+    /// Its writes were fenced: storage no longer has it in flight (it was removed without this
+    /// actor's doing). Nothing is recorded for it; the thread is settled and moves on.
+    Vanished,
 }
 
 /// A run's execution ended. Sent by its RunActor (not when it was told to stop); the thread actor
@@ -280,30 +283,46 @@ impl ThreadActor {
     ) -> Step<()> {
         let (status, error, outcome) = match end {
             RunEnd::Success { values, .. } => {
-                (RunStatus::Success, None, RunOutcome::Success(values))
+                (Some(RunStatus::Success), None, RunOutcome::Success(values))
             }
             RunEnd::Failed(error) => (
-                RunStatus::Error,
+                Some(RunStatus::Error),
                 Some(error.clone()),
                 RunOutcome::Failed(error),
             ),
+            RunEnd::Vanished => (None, None, RunOutcome::Interrupted),
         };
-        let finish = self.db.finish_run(FinishRun {
-            thread_id: self.thread_id,
-            run_id,
-            status,
-            error,
-            in_flight_after: !self.queue.is_empty(),
-        });
-        wrap_future(finish)
+        let thread_id = self.thread_id;
+        let in_flight_after = !self.queue.is_empty();
+        let db = self.db.clone();
+        let write = async move {
+            match status {
+                Some(status) => {
+                    let finish = FinishRun {
+                        thread_id,
+                        run_id,
+                        status,
+                        error,
+                        in_flight_after,
+                    };
+                    with_retries("finish run", || db.finish_run(finish.clone())).await
+                }
+                None => {
+                    with_retries("settle thread", || {
+                        db.settle_thread(thread_id, in_flight_after)
+                    })
+                    .await
+                }
+            }
+        };
+        wrap_future(write)
             .then(move |result, actor: &mut Self, ctx| {
                 let elapsed_ms = started.map_or(0, |started| started.elapsed().as_millis());
                 match result {
                     Ok(thread_status) => {
                         log::info!(
-                            "run finished run_id={run_id} thread_id={} status={} elapsed_ms={elapsed_ms} thread_status={}",
-                            actor.thread_id,
-                            status.as_str(),
+                            "run finished run_id={run_id} thread_id={thread_id} status={} elapsed_ms={elapsed_ms} thread_status={}",
+                            status.map_or("removed", RunStatus::as_str),
                             thread_status.as_str()
                         );
                         actor.resolve(run_id, outcome);
@@ -313,8 +332,10 @@ impl ThreadActor {
                         actor.resolve(run_id, RunOutcome::Interrupted);
                     }
                     Err(error) => {
-                        log::error!("cannot record the end of run run_id={run_id}: {error:#}");
+                        // Storage still says the run is in flight: rebuild from it once it is back.
                         actor.resolve(run_id, RunOutcome::Failed(RunError::new("StorageError", error.to_string())));
+                        actor.rebuild(&error, ctx);
+                        return fut::ready(()).boxed_local();
                     }
                 }
                 actor.start_next(ctx)
@@ -327,12 +348,14 @@ impl ThreadActor {
     // TODO(#5): resume such runs from their last checkpoint (`on_restart = "resume"`).
     fn recover(&mut self) -> Step<()> {
         let thread_id = self.thread_id;
-        wrap_future(self.db.in_flight_runs(thread_id))
-            .then(move |result, actor: &mut Self, _| {
+        let db = self.db.clone();
+        wrap_future(async move { with_retries("load runs", || db.in_flight_runs(thread_id)).await })
+            .then(move |result, actor: &mut Self, ctx| {
                 let runs = match result {
                     Ok(runs) => runs,
                     Err(error) => {
-                        log::error!("cannot load the runs of thread_id={thread_id}: {error:#}");
+                        // Starting empty would strand the pending runs: stop and be restarted.
+                        actor.rebuild(&error, ctx);
                         return fut::ready(Vec::new()).boxed_local();
                     }
                 };
@@ -564,16 +587,16 @@ impl Handler<DeleteRun> for ThreadActor {
 impl Handler<DeleteThread> for ThreadActor {
     type Result = AtomicResponse<Self, Result<(), ThreadError>>;
 
-    fn handle(&mut self, _: DeleteThread, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(timer) = self.timer.take() {
-            ctx.cancel_future(timer);
-        }
+    fn handle(&mut self, _: DeleteThread, _: &mut Context<Self>) -> Self::Result {
         let had_active = self.active.is_some();
         let stopping = self.stop_active();
         let deleted = self.db.delete_thread(self.thread_id);
         let steps = stopping.then(move |(), _, _| wrap_future(deleted)).map(
             move |result, actor: &mut Self, ctx| match result {
                 Ok(()) => {
+                    if let Some(timer) = actor.timer.take() {
+                        ctx.cancel_future(timer);
+                    }
                     actor.queue.clear();
                     let waiting: Vec<RunId> = actor.waiters.keys().copied().collect();
                     for run_id in waiting {

@@ -16,10 +16,15 @@ impl Timestamp {
         Self(Utc::now())
     }
 
-    /// This instant plus `seconds` (fractions kept to the microsecond).
-    pub fn plus_seconds(self, seconds: f64) -> Self {
+    /// This instant plus `seconds` (fractions kept to the microsecond); `None` when the result
+    /// is out of range or past year 9999 (which the fixed-width text form cannot hold).
+    pub fn plus_seconds(self, seconds: f64) -> Option<Self> {
+        if !seconds.is_finite() || seconds.abs() > 1e11 {
+            return None;
+        }
         let micros = (seconds * 1_000_000.0).round() as i64;
-        Self(self.0 + Duration::microseconds(micros))
+        let time = self.0.checked_add_signed(Duration::microseconds(micros))?;
+        (time.format("%Y").to_string().len() == 4).then_some(Self(time))
     }
 
     /// How long from now until this instant; zero if it is in the past.
@@ -70,8 +75,11 @@ mod tests {
     fn plus_seconds_keeps_fractions() {
         let time = Timestamp::parse("2026-11-23T22:13:18.000000+00:00").unwrap();
         assert_eq!(
-            time.plus_seconds(1.5).to_string(),
+            time.plus_seconds(1.5).unwrap().to_string(),
             "2026-11-23T22:13:19.500000+00:00"
         );
+        assert_eq!(time.plus_seconds(1e12), None);
+        assert_eq!(time.plus_seconds(3e11), None);
+        assert_eq!(time.plus_seconds(f64::NAN), None);
     }
 }

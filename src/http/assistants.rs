@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::extract::{self, json_body};
 use super::threads::SortOrder;
 use super::{paginated, AppState};
+use crate::actors::{DeleteThread, ThreadError};
 use crate::domain::assistant::{Assistant, AssistantVersion};
 use crate::domain::ids::AssistantId;
 use crate::domain::thread::IfExists;
@@ -19,6 +20,7 @@ use crate::domain::{merge_into, JsonMap};
 use crate::error::ApiError;
 use crate::graph::Graph;
 use crate::storage::assistants::AssistantFilter;
+use crate::storage::StorageError;
 
 const ASSISTANT_FIELDS: [&str; 10] = [
     "assistant_id",
@@ -165,7 +167,8 @@ pub async fn patch(
     Ok(HttpResponse::Ok().json(assistant))
 }
 
-/// `DELETE /assistants/{assistant_id}?delete_threads=`
+/// `DELETE /assistants/{assistant_id}?delete_threads=`: with `delete_threads`, each of its
+/// threads is deleted through its thread actor (which stops its active run first).
 pub async fn delete(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -173,10 +176,20 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let assistant_id = extract::assistant_id(&path)?;
     let pairs = extract::query_pairs(request.query_string())?;
-    state
-        .db
-        .delete_assistant(assistant_id, extract::flag(&pairs, "delete_threads"))
-        .await?;
+    if state.db.get_assistant(assistant_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "Assistant with ID {assistant_id} not found"
+        )));
+    }
+    if extract::flag(&pairs, "delete_threads") {
+        for thread_id in state.db.threads_of_assistant(assistant_id).await? {
+            match state.thread(thread_id).await?.send(DeleteThread).await? {
+                Ok(()) | Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+    state.db.delete_assistant(assistant_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -34,6 +34,9 @@ const RUN_FIELDS: [&str; 9] = [
     "updated_at",
 ];
 
+/// Longest accepted `after_seconds`: one year.
+const MAX_AFTER_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Stream modes a run may request.
 const STREAM_MODES: [&str; 9] = [
     "values",
@@ -171,13 +174,19 @@ fn build_run(
             "Cannot specify both configurable and context. Prefer setting context alone. Context was introduced in LangGraph 0.6.0 and is the long term planned replacement for configurable.".into(),
         ));
     }
-    if let Some(seconds) = request.after_seconds {
-        if !seconds.is_finite() || seconds < 0.0 {
-            return Err(ApiError::Validation(format!(
-                "Invalid request body: field `after_seconds`: expected a number of seconds >= 0, got {seconds}"
-            )));
-        }
+    let after_seconds = request.after_seconds.unwrap_or(0.0);
+    if !(0.0..=MAX_AFTER_SECONDS).contains(&after_seconds) {
+        return Err(ApiError::Validation(format!(
+            "Invalid request body: field `after_seconds`: expected 0 to {MAX_AFTER_SECONDS} seconds, got {after_seconds}"
+        )));
     }
+    let created_at = Timestamp::now()
+        .plus_seconds(after_seconds)
+        .ok_or_else(|| {
+            ApiError::Validation(format!(
+                "Invalid request body: field `after_seconds`: {after_seconds} is out of range"
+            ))
+        })?;
     let stream_mode = match request.stream_mode {
         None => vec!["values".to_owned()],
         Some(StreamModes::One(mode)) => vec![mode],
@@ -261,7 +270,7 @@ fn build_run(
         multitask_strategy: request.multitask_strategy.unwrap_or_default(),
         if_not_exists: request.if_not_exists.unwrap_or_default(),
         thread_metadata,
-        created_at: Timestamp::now().plus_seconds(request.after_seconds.unwrap_or(0.0)),
+        created_at,
     })
 }
 

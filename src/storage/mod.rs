@@ -62,6 +62,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// True for answers that retrying cannot change (missing, conflicting, fenced, too new).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StorageError::NotFound(_)
+                | StorageError::Conflict(_)
+                | StorageError::Fenced
+                | StorageError::SchemaTooNew { .. }
+        )
+    }
+
     /// True when the database is temporarily unable to write (locked by another process, disk
     /// full): the request may succeed later (503).
     pub fn is_unavailable(&self) -> bool {
@@ -91,7 +102,7 @@ pub struct InsertRun {
 }
 
 /// A run's terminal status, written by its thread actor.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FinishRun {
     pub thread_id: ThreadId,
     pub run_id: RunId,
@@ -340,6 +351,40 @@ impl Db {
         })
     }
 
+    /// Recomputes a thread's status and cached values from storage (after one of its runs
+    /// disappeared without the thread actor's doing).
+    pub fn settle_thread(
+        &self,
+        thread_id: ThreadId,
+        in_flight: bool,
+    ) -> impl Future<Output = Result<ThreadStatus, StorageError>> {
+        self.write(move |connection| {
+            threads::settle(
+                connection,
+                thread_id,
+                in_flight,
+                ErrorChange::Keep,
+                Timestamp::now(),
+            )
+        })
+    }
+
+    /// Threads whose metadata names the assistant (`DELETE /assistants/{id}?delete_threads=true`).
+    pub fn threads_of_assistant(
+        &self,
+        assistant_id: AssistantId,
+    ) -> impl Future<Output = Result<Vec<ThreadId>, StorageError>> {
+        self.read(move |connection| {
+            let mut statement = connection.prepare(
+                "SELECT thread_id FROM threads WHERE json_extract(metadata, '$.assistant_id') = ?",
+            )?;
+            let threads = statement
+                .query_map([assistant_id], |row| row.get(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(threads)
+        })
+    }
+
     /// Stops in-flight runs of a thread (cancel endpoint): `interrupt` marks them `interrupted`,
     /// `rollback` deletes them with their checkpoints; then settles the thread. Returns how many
     /// runs were stopped.
@@ -488,25 +533,20 @@ impl Db {
         })
     }
 
-    /// Deletes an assistant (and, with `delete_threads`, the threads whose metadata names it).
+    /// Deletes an assistant and its versions. Its threads, if they must go too, are deleted
+    /// through their thread actors by the caller.
     pub fn delete_assistant(
         &self,
         assistant_id: AssistantId,
-        delete_threads: bool,
     ) -> impl Future<Output = Result<(), StorageError>> {
         self.write(move |connection| {
-            if !assistants::delete(connection, assistant_id)? {
-                return Err(StorageError::NotFound(format!(
+            if assistants::delete(connection, assistant_id)? {
+                Ok(())
+            } else {
+                Err(StorageError::NotFound(format!(
                     "Assistant with ID {assistant_id} not found"
-                )));
+                )))
             }
-            if delete_threads {
-                connection.execute(
-                    "DELETE FROM threads WHERE json_extract(metadata, '$.assistant_id') = ?",
-                    [assistant_id],
-                )?;
-            }
-            Ok(())
         })
     }
 

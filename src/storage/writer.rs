@@ -120,45 +120,142 @@ fn run_batch(connection: &Connection, batch: Vec<Box<dyn WriteJob>>) {
         }
         return;
     }
-    let single = batch.len() == 1;
     let mut replies = Vec::with_capacity(batch.len());
-    for job in batch {
-        if !single {
-            if let Err(error) = connection.execute_batch("SAVEPOINT job") {
-                log::error!("cannot open a savepoint: {error:#}");
-            }
+    let mut aborted: Option<StorageError> = None;
+    let mut jobs = batch.into_iter();
+    for job in jobs.by_ref() {
+        if let Err(error) = connection.execute_batch("SAVEPOINT job") {
+            let error = StorageError::from(error);
+            job.fail(&error);
+            aborted = Some(error);
+            break;
         }
         let (succeeded, reply) = job.run(connection);
-        let ended = match (single, succeeded) {
-            (true, _) => Ok(()),
-            (false, true) => connection.execute_batch("RELEASE job"),
-            (false, false) => connection.execute_batch("ROLLBACK TO job; RELEASE job"),
+        replies.push(reply);
+        if connection.is_autocommit() {
+            // SQLite rolled the whole transaction back on its own (disk full, I/O error): nothing
+            // of this batch was written, so no job of it may report success.
+            aborted = Some(StorageError::CommitFailed(
+                "the database rolled back the transaction (disk full or I/O error)".into(),
+            ));
+            break;
+        }
+        let close = if succeeded {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
         };
-        if let Err(error) = ended {
-            log::error!("cannot close a savepoint: {error:#}");
+        if let Err(error) = connection.execute_batch(close) {
+            aborted = Some(StorageError::from(error));
+            break;
         }
-        replies.push((succeeded, reply));
     }
-    // A lone job that failed is rolled back whole; otherwise failed jobs were undone by their
-    // savepoint and the rest commits.
-    let lone_failure = single && !replies[0].0;
-    let commit = if lone_failure {
-        connection.execute_batch("ROLLBACK").map(|_| ())
-    } else {
-        connection.execute_batch("COMMIT")
+    let failure = match aborted {
+        Some(error) => Some(error),
+        None => connection
+            .execute_batch("COMMIT")
+            .err()
+            .map(StorageError::from),
     };
-    let commit_error = match commit {
-        Ok(()) => None,
-        Err(error) => {
-            let error = StorageError::from(error);
-            log::error!("write transaction failed jobs={}: {error:#}", replies.len());
-            if !connection.is_autocommit() {
-                let _ = connection.execute_batch("ROLLBACK");
-            }
-            (!lone_failure).then_some(error)
+    if let Some(error) = &failure {
+        log::error!("write transaction failed jobs={}: {error:#}", replies.len());
+        if !connection.is_autocommit() {
+            let _ = connection.execute_batch("ROLLBACK");
         }
-    };
-    for (_, reply) in replies {
-        reply(commit_error.as_ref());
+        for job in jobs {
+            job.fail(error);
+        }
+    }
+    for reply in replies {
+        reply(failure.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, DbWriter, std::path::PathBuf) {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("w.db");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+            .unwrap();
+        (directory, DbWriter::start(connection).unwrap(), path)
+    }
+
+    fn insert(value: i64) -> impl FnOnce(&Connection) -> Result<(), StorageError> + Send + 'static {
+        move |connection| {
+            connection.execute("INSERT INTO t (v) VALUES (?)", [value])?;
+            Ok(())
+        }
+    }
+
+    fn rows(path: &std::path::Path) -> Vec<i64> {
+        let connection = Connection::open(path).unwrap();
+        let mut statement = connection.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let values = statement.query_map([], |row| row.get(0)).unwrap();
+        values.collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Holds the writer busy inside a job, so that the jobs queued next share one transaction.
+    fn hold(
+        writer: &DbWriter,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        impl std::future::Future<Output = Result<(), StorageError>>,
+    ) {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (entered, entering) = std::sync::mpsc::channel::<()>();
+        let held = writer.call(move |_| {
+            entered.send(()).ok();
+            released.recv().ok();
+            Ok(())
+        });
+        entering.recv().expect("the writer runs the holding job");
+        (release, held)
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_in_a_batch_is_undone_alone() {
+        let (_directory, writer, path) = writer();
+        let (release, held) = hold(&writer);
+        let first = writer.call(insert(1));
+        let duplicate = writer.call(insert(1));
+        let third = writer.call(insert(3));
+        release.send(()).unwrap();
+        held.await.unwrap();
+        assert!(first.await.is_ok());
+        assert!(duplicate.await.is_err());
+        assert!(third.await.is_ok());
+        assert_eq!(rows(&path), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn when_sqlite_aborts_the_transaction_no_job_of_the_batch_reports_success() {
+        let (_directory, writer, path) = writer();
+        let (release, held) = hold(&writer);
+        let before = writer.call(insert(1));
+        // Stands in for SQLite rolling the transaction back on its own (SQLITE_FULL, SQLITE_IOERR).
+        let aborting = writer.call(|connection: &Connection| {
+            connection.execute_batch("ROLLBACK")?;
+            Ok(())
+        });
+        let after = writer.call(insert(2));
+        release.send(()).unwrap();
+        held.await.unwrap();
+        assert!(
+            before.await.is_err(),
+            "its write was rolled back with the transaction"
+        );
+        assert!(aborting.await.is_err());
+        assert!(after.await.is_err(), "it never ran");
+        assert_eq!(rows(&path), Vec::<i64>::new());
+        assert!(
+            writer.call(insert(5)).await.is_ok(),
+            "the writer keeps working"
+        );
+        assert_eq!(rows(&path), [5]);
     }
 }

@@ -187,3 +187,41 @@ async fn assistant_creation_checks_the_graph_and_duplicates() {
         .await;
     assert_eq!(existing.status, 200);
 }
+
+#[tokio::test]
+async fn deleting_an_assistant_with_its_threads_stops_their_runs() {
+    let app = spawn_app().await;
+    let created = app.post("/assistants", json!({"graph_id": "gated"})).await;
+    let assistant_id = created.body["assistant_id"].as_str().unwrap().to_owned();
+    let thread_id = app.create_thread().await;
+    let run = app
+        .create_run(
+            &thread_id,
+            json!({"assistant_id": assistant_id, "input": {"messages": "x"},
+            "config": {"configurable": {"gate": thread_id}}}),
+        )
+        .await;
+    let run_id = crate::helpers::run_id(&run);
+    app.gates.arrivals(&thread_id, 1).await;
+    let deleted = app
+        .delete(&format!("/assistants/{assistant_id}?delete_threads=true"))
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(app.get(&format!("/threads/{thread_id}")).await.status, 404);
+    assert_eq!(
+        app.join(&thread_id, &run_id).await["__error__"]["message"],
+        "404: Run not found"
+    );
+    app.gates.open(&thread_id);
+    // The same thread id can be used again at once: nothing is left waiting on the old run.
+    let again = app
+        .post(&format!("/threads/{thread_id}/runs/wait"),
+            json!({"assistant_id": "echo", "input": {"messages": "fresh"}, "if_not_exists": "create"}))
+        .await;
+    assert_eq!(again.body["messages"][0]["content"], "fresh");
+    assert_eq!(
+        app.get(&format!("/threads/{thread_id}")).await.body["status"],
+        "idle"
+    );
+    assert_eq!(app.orphaned_checkpoints().await, 0);
+}

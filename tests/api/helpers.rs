@@ -97,6 +97,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub gates: Gates,
     pub db: Db,
+    pub database_path: PathBuf,
     system: actix::System,
     _directory: tempfile::TempDir,
 }
@@ -137,9 +138,16 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
 
 /// Starts a server on a random port with a fresh database.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server whose test settings `adjust` changes first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let directory = tempfile::tempdir().unwrap();
-    let settings = test_settings(directory.path());
+    let mut settings = test_settings(directory.path());
+    adjust(&mut settings);
+    let database_path = settings.database.path.clone();
     let gates = Gates::default();
     let native = gates.native_nodes();
     let (ready, started) = std::sync::mpsc::channel();
@@ -175,6 +183,7 @@ pub async fn spawn_app() -> TestApp {
             .unwrap(),
         gates,
         db,
+        database_path,
         system,
         _directory: directory,
     }

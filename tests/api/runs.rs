@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use spindle::domain::ids::AssistantId;
 
-use crate::helpers::{run_id, spawn_app};
+use crate::helpers::{run_id, spawn_app, spawn_app_with};
 
 fn echo(text: &str) -> Value {
     json!({"assistant_id": "echo", "input": {"messages": [{"role": "user", "content": text}]}})
@@ -635,5 +635,54 @@ async fn assistants_are_named_by_graph_id_or_uuid() {
             .contains("One of the registered graphs: agent, echo, faulty, gated"),
         "{}",
         unknown.detail()
+    );
+}
+
+/// Another process holds the database's write lock longer than the busy timeout while a run
+/// ends: the run fails cleanly, its end is recorded once the lock is gone, and no thread is left
+/// busy. (The sleep sets how long the injected fault lasts; no assertion depends on timing.)
+#[tokio::test]
+async fn a_write_lock_held_by_another_process_never_leaves_a_thread_busy() {
+    let app = spawn_app_with(|settings| settings.database.busy_timeout_ms = 100).await;
+    let thread_id = app.create_thread().await;
+    let run = run_id(
+        &app.gated_run(&thread_id, "locked out", &thread_id, "enqueue")
+            .await,
+    );
+    let queued = run_id(
+        &app.gated_run(&thread_id, "after the lock", &thread_id, "enqueue")
+            .await,
+    );
+    app.gates.arrivals(&thread_id, 1).await;
+    let path = app.database_path.clone();
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let holder = std::thread::spawn(move || {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        connection.execute_batch("COMMIT").unwrap();
+    });
+    is_locked.await.unwrap();
+    app.gates.open(&thread_id);
+    let failed = app.join(&thread_id, &run).await;
+    assert_eq!(failed["__error__"]["error"], "StorageError", "{failed}");
+    holder.join().unwrap();
+    let next = app.join(&thread_id, &queued).await;
+    assert_eq!(
+        next["messages"].as_array().unwrap().last().unwrap()["content"],
+        "You said: after the lock"
+    );
+    assert_eq!(
+        app.get(&format!("/threads/{thread_id}/runs/{run}"))
+            .await
+            .body["status"],
+        "error"
+    );
+    app.wait_for_thread_status(&thread_id, "idle").await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running')")
+            .await,
+        0
     );
 }
