@@ -219,9 +219,6 @@ async fn deleting_an_assistant_with_its_threads_stops_their_runs() {
             json!({"assistant_id": "echo", "input": {"messages": "fresh"}, "if_not_exists": "create"}))
         .await;
     assert_eq!(again.body["messages"][0]["content"], "fresh");
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}")).await.body["status"],
-        "idle"
-    );
+    assert_eq!(app.thread_status(&thread_id).await, "idle");
     assert_eq!(app.orphaned_checkpoints().await, 0);
 }

@@ -304,6 +304,19 @@ impl TestApp {
         reply.body
     }
 
+    /// A run's `status` (`Value::Null` if it does not exist).
+    pub async fn run_status(&self, thread_id: &str, run_id: &str) -> Value {
+        self.get(&format!("/threads/{thread_id}/runs/{run_id}"))
+            .await
+            .body["status"]
+            .clone()
+    }
+
+    /// A thread's `status` (`Value::Null` if it does not exist).
+    pub async fn thread_status(&self, thread_id: &str) -> Value {
+        self.get(&format!("/threads/{thread_id}")).await.body["status"].clone()
+    }
+
     /// Polls until the thread's status is `status`.
     pub async fn wait_for_thread_status(&self, thread_id: &str, status: &str) {
         let deadline = tokio::time::Instant::now() + DEADLINE;

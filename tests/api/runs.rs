@@ -265,12 +265,7 @@ async fn cancel_interrupt_keeps_the_run_and_its_checkpoints() {
         )
         .await;
     assert_eq!((reply.status, reply.body.clone()), (202, Value::Null));
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}/runs/{run}"))
-            .await
-            .body["status"],
-        "interrupted"
-    );
+    assert_eq!(app.run_status(&thread_id, &run).await, "interrupted");
     let thread = app.get(&format!("/threads/{thread_id}")).await;
     assert_eq!(
         thread.body["status"], "interrupted",
@@ -383,16 +378,8 @@ async fn cancelling_a_queued_run_leaves_the_active_one_running() {
         )
         .await;
     assert_eq!(reply.status, 202);
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}/runs/{queued}"))
-            .await
-            .body["status"],
-        "interrupted"
-    );
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}")).await.body["status"],
-        "busy"
-    );
+    assert_eq!(app.run_status(&thread_id, &queued).await, "interrupted");
+    assert_eq!(app.thread_status(&thread_id).await, "busy");
     app.gates.open(&thread_id);
     app.join(&thread_id, &active).await;
     assert_eq!(app.human_messages(&thread_id).await, ["first"]);
@@ -418,10 +405,7 @@ async fn deleting_an_active_run_stops_it_first() {
             .status,
         404
     );
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}")).await.body["status"],
-        "idle"
-    );
+    assert_eq!(app.thread_status(&thread_id).await, "idle");
     let checkpoints = app.count("SELECT COUNT(*) FROM checkpoints").await;
     assert_eq!(checkpoints, 0, "the run's checkpoints went with it");
     // The gate opening now must not let the deleted run write anything.
@@ -458,12 +442,7 @@ async fn bulk_cancel_by_ids_and_by_status() {
         )
         .await;
     assert_eq!(by_ids.status, 204);
-    assert_eq!(
-        app.get(&format!("/threads/{first_thread}/runs/{first}"))
-            .await
-            .body["status"],
-        "interrupted"
-    );
+    assert_eq!(app.run_status(&first_thread, &first).await, "interrupted");
     let by_status = app
         .post("/runs/cancel?action=rollback", json!({"status": "all"}))
         .await;
@@ -495,16 +474,8 @@ async fn after_seconds_keeps_a_run_pending_until_due() {
     body["after_seconds"] = json!(0.5);
     let reply = app.create_run(&thread_id, body).await;
     let run = run_id(&reply);
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}/runs/{run}"))
-            .await
-            .body["status"],
-        "pending"
-    );
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}")).await.body["status"],
-        "busy"
-    );
+    assert_eq!(app.run_status(&thread_id, &run).await, "pending");
+    assert_eq!(app.thread_status(&thread_id).await, "busy");
     let refused = app
         .create_run(
             &thread_id,
@@ -514,12 +485,7 @@ async fn after_seconds_keeps_a_run_pending_until_due() {
     assert_eq!(refused.status, 409, "a scheduled run counts as in flight");
     let values = app.join(&thread_id, &run).await;
     assert_eq!(values["messages"][0]["content"], "later");
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}/runs/{run}"))
-            .await
-            .body["status"],
-        "success"
-    );
+    assert_eq!(app.run_status(&thread_id, &run).await, "success");
 }
 
 #[tokio::test]
@@ -540,10 +506,7 @@ async fn a_static_breakpoint_stops_the_run_and_input_null_resumes_it() {
         .unwrap()
         .to_owned();
     assert_eq!(app.get(&run).await.body["status"], "success");
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}")).await.body["status"],
-        "interrupted"
-    );
+    assert_eq!(app.thread_status(&thread_id).await, "interrupted");
     let state = app.get(&format!("/threads/{thread_id}/state")).await;
     assert_eq!(state.body["next"], json!(["tools"]));
     assert_eq!(state.body["tasks"][0]["name"], "tools");
@@ -561,10 +524,7 @@ async fn a_static_breakpoint_stops_the_run_and_input_null_resumes_it() {
         .map(|m| m["type"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["human", "ai", "tool", "ai"]);
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}")).await.body["status"],
-        "idle"
-    );
+    assert_eq!(app.thread_status(&thread_id).await, "idle");
 
     let after = app
         .post(
@@ -673,12 +633,7 @@ async fn a_write_lock_held_by_another_process_never_leaves_a_thread_busy() {
         next["messages"].as_array().unwrap().last().unwrap()["content"],
         "You said: after the lock"
     );
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}/runs/{run}"))
-            .await
-            .body["status"],
-        "error"
-    );
+    assert_eq!(app.run_status(&thread_id, &run).await, "error");
     app.wait_for_thread_status(&thread_id, "idle").await;
     assert_eq!(
         app.count("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running')")

@@ -192,10 +192,7 @@ async fn updating_the_state_as_the_agent_with_a_tool_call_makes_tools_next() {
     assert_eq!(state.body["next"], json!(["tools"]));
     assert_eq!(state.body["metadata"]["source"], "update");
     assert_eq!(state.body["checkpoint_id"], checkpoint_id);
-    assert_eq!(
-        app.get(&format!("/threads/{thread_id}")).await.body["status"],
-        "interrupted"
-    );
+    assert_eq!(app.thread_status(&thread_id).await, "interrupted");
     let unknown_node = app
         .post(
             &format!("/threads/{thread_id}/state"),
