@@ -243,12 +243,12 @@ impl ThreadActor {
                 "ValueError",
                 format!("Graph '{graph_id}' is not configured on this server"),
             );
-            return self.record_end(run_id, None, RunEnd::Failed(error), ctx);
+            return self.record_end(run_id, None, RunEnd::Failed(error));
         };
         let run_actor = RunActor::new(run, graph, self.db.clone(), ctx.address()).start();
         let begin = run_actor.send(BeginRun);
         wrap_future(begin)
-            .then(move |reply, actor: &mut Self, ctx| match reply {
+            .then(move |reply, actor: &mut Self, _| match reply {
                 Ok(Ok(())) => {
                     log::info!(
                         "run started run_id={run_id} thread_id={} graph_id={graph_id}",
@@ -261,26 +261,20 @@ impl ThreadActor {
                     });
                     fut::ready(()).boxed_local()
                 }
-                Ok(Err(error)) => actor.record_end(run_id, None, RunEnd::Failed(error), ctx),
+                Ok(Err(error)) => actor.record_end(run_id, None, RunEnd::Failed(error)),
                 Err(mailbox) => {
                     let error = RunError::new(
                         "RuntimeError",
                         format!("the run actor did not start: {mailbox}"),
                     );
-                    actor.record_end(run_id, None, RunEnd::Failed(error), ctx)
+                    actor.record_end(run_id, None, RunEnd::Failed(error))
                 }
             })
             .boxed_local()
     }
 
     /// Writes a run's terminal status, settles the thread, tells waiters, starts the next run.
-    fn record_end(
-        &mut self,
-        run_id: RunId,
-        started: Option<Instant>,
-        end: RunEnd,
-        _: &mut Context<Self>,
-    ) -> Step<()> {
+    fn record_end(&mut self, run_id: RunId, started: Option<Instant>, end: RunEnd) -> Step<()> {
         let (status, error, outcome) = match end {
             RunEnd::Success { values, .. } => {
                 (Some(RunStatus::Success), None, RunOutcome::Success(values))
@@ -380,8 +374,8 @@ impl ThreadActor {
                         "the server stopped while this run was running; it did not finish",
                     );
                     steps = steps
-                        .then(move |(), actor: &mut Self, ctx| {
-                            actor.record_end(run_id, None, RunEnd::Failed(error), ctx)
+                        .then(move |(), actor: &mut Self, _| {
+                            actor.record_end(run_id, None, RunEnd::Failed(error))
                         })
                         .boxed_local();
                 }
@@ -687,7 +681,7 @@ impl Handler<UpdateState> for ThreadActor {
 impl Handler<RunFinished> for ThreadActor {
     type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, message: RunFinished, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, message: RunFinished, _: &mut Context<Self>) -> Self::Result {
         let is_active = self
             .active
             .as_ref()
@@ -700,7 +694,7 @@ impl Handler<RunFinished> for ThreadActor {
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
         let started = self.active.take().map(|active| active.started);
-        AtomicResponse::new(self.record_end(message.run_id, started, message.end, ctx))
+        AtomicResponse::new(self.record_end(message.run_id, started, message.end))
     }
 }
 

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{self, json_body};
+use super::extract::{self, json_body, CheckpointRef};
 use super::{json_with_location, AppState};
 use crate::actors::{CancelRuns, DeleteRun, JoinRun, RunOutcome, SubmitRun};
 use crate::domain::assistant::Assistant;
@@ -20,7 +20,7 @@ use crate::domain::{
     merge_into, strip_keys, JsonMap, RESERVED_CONFIG_KEYS, RESERVED_METADATA_KEYS,
 };
 use crate::error::ApiError;
-use crate::storage::RunResult;
+use crate::storage::{RunResult, StorageError};
 
 const RUN_FIELDS: [&str; 9] = [
     "run_id",
@@ -55,11 +55,6 @@ const STREAM_MODES: [&str; 9] = [
 enum StreamModes {
     One(String),
     Many(Vec<String>),
-}
-
-#[derive(Deserialize, Default)]
-struct CheckpointRef {
-    checkpoint_id: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -200,15 +195,7 @@ fn build_run(
             "Invalid request body: field `stream_mode`: '{unknown}' is not one of {STREAM_MODES:?}"
         )));
     }
-    let checkpoint_id = request
-        .checkpoint_id
-        .or_else(|| {
-            request
-                .checkpoint
-                .and_then(|checkpoint| checkpoint.checkpoint_id)
-        })
-        .map(|text| extract::checkpoint_id(&text))
-        .transpose()?;
+    let checkpoint_id = extract::named_checkpoint(request.checkpoint_id, request.checkpoint)?;
 
     let run_id = RunId::generate();
     let mut user_configurable = user_configurable.unwrap_or_default();
@@ -227,9 +214,11 @@ fn build_run(
     strip_keys(&mut request_context, &RESERVED_CONFIG_KEYS);
     merge_into(&mut context, &request_context);
 
+    let mut thread_metadata = request.metadata.unwrap_or_default();
+    strip_keys(&mut thread_metadata, &RESERVED_METADATA_KEYS);
     let mut metadata = assistant.metadata.clone();
-    for extra in [config_metadata, request.metadata].into_iter().flatten() {
-        merge_into(&mut metadata, &extra);
+    for extra in config_metadata.iter().chain([&thread_metadata]) {
+        merge_into(&mut metadata, extra);
     }
     strip_keys(&mut metadata, &RESERVED_METADATA_KEYS);
     config.insert("configurable".into(), Value::Object(configurable));
@@ -258,8 +247,6 @@ fn build_run(
         durability,
         checkpoint_id,
     };
-    let mut thread_metadata = metadata.clone();
-    strip_keys(&mut thread_metadata, &RESERVED_METADATA_KEYS);
     Ok(NewRun {
         run_id,
         thread_id,
@@ -499,8 +486,10 @@ async fn cancel_on_thread(
         return Ok(cancelled);
     }
     for run_id in run_ids {
-        if state.db.run_result(thread_id, run_id).await?.is_some() {
-            return Err(ApiError::NotFound(NOTHING_TO_CANCEL.into()));
+        match state.db.get_run(thread_id, run_id).await {
+            Ok(_) => return Err(ApiError::NotFound(NOTHING_TO_CANCEL.into())),
+            Err(StorageError::NotFound(_)) => {}
+            Err(other) => return Err(other.into()),
         }
     }
     Err(ApiError::NotFound(NO_RUNS_FOUND.into()))

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{self, json_body};
+use super::extract::{self, json_body, CheckpointRef};
 use super::{paginated, AppState};
 use crate::actors::{DeleteThread, UpdateState};
 use crate::domain::checkpoint::{empty_state, Checkpoint};
@@ -277,13 +277,6 @@ pub async fn get_state_at(
     state_at(&state, thread_id, String::new(), checkpoint_id).await
 }
 
-/// A checkpoint reference in a body: `{checkpoint_id?, checkpoint_ns?, …}`.
-#[derive(Deserialize, Default)]
-struct CheckpointRef {
-    checkpoint_id: Option<String>,
-    checkpoint_ns: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct StateAtCheckpoint {
     checkpoint: CheckpointRef,
@@ -330,15 +323,7 @@ pub async fn update_state(
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
     let request: StateUpdate = json_body(&body)?;
-    let checkpoint_id = request
-        .checkpoint_id
-        .or_else(|| {
-            request
-                .checkpoint
-                .and_then(|checkpoint| checkpoint.checkpoint_id)
-        })
-        .map(|text| extract::checkpoint_id(&text))
-        .transpose()?;
+    let checkpoint_id = extract::named_checkpoint(request.checkpoint_id, request.checkpoint)?;
     let update = UpdateState {
         values: request.values,
         as_node: request.as_node,

@@ -659,7 +659,7 @@ impl Db {
         })
     }
 
-    /// The thread's pending and running runs in start order, and whether the thread exists.
+    /// The thread's pending and running runs, in start order.
     pub fn in_flight_runs(
         &self,
         thread_id: ThreadId,

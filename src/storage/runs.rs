@@ -56,12 +56,7 @@ pub fn get(
     thread_id: ThreadId,
     run_id: RunId,
 ) -> Result<Option<Run>, StorageError> {
-    let mut statement = connection.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM runs WHERE run_id = ? AND thread_id = ?"
-    ))?;
-    Ok(statement
-        .query_row(rusqlite::params![run_id, thread_id], map_row)
-        .optional()?)
+    Ok(get_with_error(connection, thread_id, run_id)?.map(|(run, _)| run))
 }
 
 /// The run with its error, if it failed.

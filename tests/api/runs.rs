@@ -557,6 +557,11 @@ async fn if_not_exists_create_makes_the_thread() {
     let thread = app.get(&format!("/threads/{thread_id}")).await;
     assert_eq!(thread.status, 200);
     assert_eq!(thread.body["metadata"]["owner"], "me");
+    assert_eq!(
+        thread.body["metadata"].get("created_by"),
+        None,
+        "the thread gets the request's metadata, not the assistant's"
+    );
 }
 
 #[tokio::test]
