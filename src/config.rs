@@ -27,6 +27,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub runtime: RuntimeSettings,
+    pub stream: StreamSettings,
     pub graphs: GraphSettings,
     /// The directory of the main config file; graph files are relative to it.
     #[serde(skip)]
@@ -62,6 +63,40 @@ pub struct DatabaseSettings {
 pub struct RuntimeSettings {
     /// Arbiter threads that host thread and run actors; 0 means one per CPU.
     pub arbiters: usize,
+}
+
+/// `[stream]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Seconds between `: heartbeat` comments on SSE responses and `\n` keep-alives on
+    /// `/wait` and `/join`.
+    pub heartbeat_seconds: f64,
+    /// Events each run keeps for clients that join it late.
+    pub replay_events: usize,
+    /// Events a `stream_resumable` run keeps for `Last-Event-ID` reconnects.
+    pub resumable_events: usize,
+    /// Events queued for one subscriber before it is cut off as too slow.
+    pub subscriber_events: usize,
+    /// Seconds a resumable run's events stay after it ends.
+    pub retention_seconds: u64,
+}
+
+impl StreamSettings {
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.heartbeat_seconds)
+    }
+
+    /// The limits of the stream hub.
+    pub fn limits(&self) -> crate::stream::StreamLimits {
+        crate::stream::StreamLimits {
+            replay_events: self.replay_events,
+            resumable_events: self.resumable_events,
+            subscriber_events: self.subscriber_events,
+            retention: std::time::Duration::from_secs(self.retention_seconds),
+        }
+    }
 }
 
 /// `[graphs]`
@@ -172,6 +207,22 @@ impl Settings {
         }
         if self.graphs.files.is_empty() {
             return Err(ConfigError::Invalid("graphs.files lists no graph".into()));
+        }
+        let stream = &self.stream;
+        if !(stream.heartbeat_seconds.is_finite()
+            && (0.01..=3600.0).contains(&stream.heartbeat_seconds))
+        {
+            return Err(ConfigError::Invalid(
+                "stream.heartbeat_seconds must be between 0.01 and 3600".into(),
+            ));
+        }
+        if stream.replay_events == 0
+            || stream.resumable_events == 0
+            || stream.subscriber_events == 0
+        {
+            return Err(ConfigError::Invalid(
+                "stream.replay_events, stream.resumable_events and stream.subscriber_events must be positive".into(),
+            ));
         }
         if self.server.body_limit_bytes == 0 {
             return Err(ConfigError::Invalid(

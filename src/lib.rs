@@ -10,3 +10,4 @@ pub mod graph;
 pub mod http;
 pub mod startup;
 pub mod storage;
+pub mod stream;

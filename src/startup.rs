@@ -19,6 +19,7 @@ use crate::graph::nodes::NativeNodes;
 use crate::graph::GraphRegistry;
 use crate::http::{self, AppState};
 use crate::storage::Db;
+use crate::stream::StreamHub;
 
 /// A built server, bound to its port, not yet running.
 pub struct Application {
@@ -67,10 +68,12 @@ impl Application {
         let arbiters: Vec<Arbiter> = (0..threads_or_cpus(settings.runtime.arbiters))
             .map(|_| Arbiter::new())
             .collect();
+        let hub = Arc::new(StreamHub::new(settings.stream.limits()));
         let registry = ThreadRegistry::new(
             db.clone(),
             graphs.clone(),
             arbiters.iter().map(Arbiter::handle).collect(),
+            hub.clone(),
         )
         .start();
         // Threads with pending or running runs get their actor now, which resumes their queue.
@@ -100,6 +103,8 @@ impl Application {
             registry: registry.clone(),
             graphs,
             body_limit,
+            hub,
+            heartbeat: settings.stream.heartbeat(),
         });
         let server = HttpServer::new(move || {
             App::new()

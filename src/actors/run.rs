@@ -17,11 +17,13 @@ use tokio::task::{AbortHandle, JoinError};
 use super::thread::{RunEnd, RunFinished, ThreadActor};
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::run::{Run, RunError};
+use crate::graph::emit::{Emitter, Modes};
 use crate::graph::executor::{
     self, Begin, CheckpointSink, Finish, Halt, RunPlan, DEFAULT_RECURSION_LIMIT,
 };
 use crate::graph::Graph;
 use crate::storage::{Db, StorageError};
+use crate::stream::RunStream;
 
 /// Applies the run's input and marks it `running`; replies once that is committed. Sent once by
 /// the ThreadActor, which waits for the reply before handling its next command. An error means
@@ -48,11 +50,19 @@ pub struct RunActor {
     stop_requested: bool,
     /// Set once the end has been reported (or needs no report).
     reported: bool,
+    /// Where the run's events go.
+    stream: Arc<RunStream>,
 }
 
 impl RunActor {
     /// A run actor for `run`, reporting to `thread`.
-    pub fn new(run: Run, graph: Arc<Graph>, db: Db, thread: Addr<ThreadActor>) -> Self {
+    pub fn new(
+        run: Run,
+        graph: Arc<Graph>,
+        db: Db,
+        thread: Addr<ThreadActor>,
+        stream: Arc<RunStream>,
+    ) -> Self {
         Self {
             run,
             graph,
@@ -61,6 +71,7 @@ impl RunActor {
             execution: None,
             stop_requested: false,
             reported: false,
+            stream,
         }
     }
 
@@ -73,7 +84,18 @@ impl RunActor {
                 .cloned()
                 .collect()
         };
+        // Modes were validated when the run was created; an unknown one streams nothing extra.
+        let modes = Modes::parse(&kwargs.stream_mode).unwrap_or(Modes::VALUES);
+        let emitter = Emitter::new(
+            Some(self.stream.clone()),
+            modes,
+            self.run.thread_id,
+            self.run.run_id,
+            &self.run.metadata,
+            &kwargs.configurable(),
+        );
         RunPlan {
+            emitter: Arc::new(emitter),
             graph: self.graph.clone(),
             thread_id: self.run.thread_id,
             run_id: self.run.run_id,
@@ -96,7 +118,11 @@ impl RunActor {
             db: self.db.clone(),
         };
         let handle = tokio::spawn(async move {
-            executor::execute(&plan, begin.cursor, begin.resuming, &mut sink).await
+            let result = executor::execute(&plan, begin.cursor, begin.resuming, &mut sink).await;
+            if let Ok(finish) = &result {
+                plan.emitter.run_finished(&finish.values);
+            }
+            result
         });
         self.execution = Some(handle.abort_handle());
         ctx.spawn(
@@ -186,7 +212,11 @@ impl Handler<BeginRun> for RunActor {
             };
             let mut begin = executor::begin(&plan, base.as_ref(), fork_from.is_some())?;
             let start = std::mem::take(&mut begin.checkpoints);
-            db.start_run(run_id, start).await.map_err(storage_failure)?;
+            db.start_run(run_id, start.clone())
+                .await
+                .map_err(storage_failure)?;
+            plan.emitter.run_started(plan.input.as_ref());
+            plan.emitter.run_began(&start, &begin.cursor.values);
             Ok((plan, begin))
         };
         // Input coercion and reducers run in a task of their own: a panic fails only this run.

@@ -6,7 +6,7 @@
 //! waiting for runs to end. Started by the ThreadRegistry under a Supervisor; on (re)start it
 //! rebuilds its queue from SQLite.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ use crate::domain::run::{IfNotExists, NewRun, Run, RunError, RunStatus};
 use crate::domain::JsonMap;
 use crate::graph::{executor, GraphRegistry};
 use crate::storage::{Db, FinishRun, InsertRun, StorageError};
+use crate::stream::{StreamHub, Subscription};
 
 type Step<T> = LocalBoxActorFuture<ThreadActor, T>;
 
@@ -37,13 +38,16 @@ type Step<T> = LocalBoxActorFuture<ThreadActor, T>;
 pub struct SubmitRun {
     pub new_run: NewRun,
     pub wait: bool,
+    /// Subscribe to the run's stream before it can start, so no event is missed.
+    pub subscribe: bool,
 }
 
-/// The reply to `SubmitRun`: the stored run (status `pending`), and its outcome if asked for.
-#[derive(Debug)]
+/// The reply to `SubmitRun`: the stored run (status `pending`), its outcome and its stream
+/// if asked for.
 pub struct RunAccepted {
     pub run: Run,
     pub outcome: Option<oneshot::Receiver<RunOutcome>>,
+    pub subscription: Option<Subscription>,
 }
 
 /// Waits for a run: `Some(receiver)` while it is in flight, `None` when it is not (the caller
@@ -135,11 +139,20 @@ pub struct ThreadActor {
     waiters: HashMap<RunId, Vec<oneshot::Sender<RunOutcome>>>,
     /// Wakes the actor when the first queued run is due.
     timer: Option<SpawnHandle>,
+    /// Run event streams.
+    hub: Arc<StreamHub>,
+    /// In-flight stateless runs whose thread is deleted when they end.
+    temporary: HashSet<RunId>,
 }
 
 impl ThreadActor {
     /// A thread actor; its state is loaded from SQLite when it starts.
-    pub fn new(thread_id: ThreadId, db: Db, graphs: Arc<GraphRegistry>) -> Self {
+    pub fn new(
+        thread_id: ThreadId,
+        db: Db,
+        graphs: Arc<GraphRegistry>,
+        hub: Arc<StreamHub>,
+    ) -> Self {
         Self {
             thread_id,
             db,
@@ -148,6 +161,8 @@ impl ThreadActor {
             queue: Vec::new(),
             waiters: HashMap::new(),
             timer: None,
+            hub,
+            temporary: HashSet::new(),
         }
     }
 
@@ -161,6 +176,9 @@ impl ThreadActor {
     }
 
     fn enqueue(&mut self, run: Run) {
+        if run.kwargs.temporary {
+            self.temporary.insert(run.run_id);
+        }
         let position = self.queue.partition_point(|queued| {
             (queued.created_at, queued.run_id) <= (run.created_at, run.run_id)
         });
@@ -173,7 +191,19 @@ impl ThreadActor {
         receiver
     }
 
+    /// A run has ended: its stream ends (after an `error` event if it failed) and its waiters
+    /// get the outcome.
     fn resolve(&mut self, run_id: RunId, outcome: RunOutcome) {
+        match &outcome {
+            RunOutcome::Deleted => self.hub.discard(run_id),
+            RunOutcome::Failed(error) => {
+                if let Some(stream) = self.hub.get(run_id) {
+                    stream.publish("error", &serde_json::json!(error));
+                }
+                self.hub.finish(run_id);
+            }
+            RunOutcome::Success(_) | RunOutcome::Interrupted => self.hub.finish(run_id),
+        }
         for waiter in self.waiters.remove(&run_id).into_iter().flatten() {
             let _ = waiter.send(outcome.clone());
         }
@@ -194,6 +224,7 @@ impl ThreadActor {
     /// Forgets runs that storage has just stopped, and tells their waiters.
     fn forget_stopped(&mut self, run_ids: &[RunId], action: CancelAction) {
         self.queue.retain(|run| !run_ids.contains(&run.run_id));
+        self.temporary.retain(|run_id| !run_ids.contains(run_id));
         for run_id in run_ids {
             let (outcome, verb) = match action {
                 CancelAction::Interrupt => (RunOutcome::Interrupted, "interrupted"),
@@ -245,7 +276,8 @@ impl ThreadActor {
             );
             return self.record_end(run_id, None, RunEnd::Failed(error));
         };
-        let run_actor = RunActor::new(run, graph, self.db.clone(), ctx.address()).start();
+        let stream = self.hub.open(run_id, run.kwargs.resumable);
+        let run_actor = RunActor::new(run, graph, self.db.clone(), ctx.address(), stream).start();
         let begin = run_actor.send(BeginRun);
         wrap_future(begin)
             .then(move |reply, actor: &mut Self, _| match reply {
@@ -332,9 +364,33 @@ impl ThreadActor {
                         return fut::ready(()).boxed_local();
                     }
                 }
+                if actor.temporary.remove(&run_id) {
+                    return actor.delete_temporary_thread(ctx);
+                }
                 actor.start_next(ctx)
             })
             .boxed_local()
+    }
+
+    /// A stateless run with `on_completion: "delete"` ended: the thread goes with its runs.
+    fn delete_temporary_thread(&mut self, ctx: &mut Context<Self>) -> Step<()> {
+        if !self.queue.is_empty() {
+            // Someone queued more runs on this thread: it is no longer only the stateless run's.
+            return self.start_next(ctx);
+        }
+        let db = self.db.clone();
+        let thread_id = self.thread_id;
+        wrap_future(
+            async move { with_retries("delete thread", || db.delete_thread(thread_id)).await },
+        )
+        .map(move |result, actor: &mut Self, _| match result {
+            Ok(()) => log::debug!("temporary thread deleted thread_id={}", actor.thread_id),
+            Err(error) => log::warn!(
+                "temporary thread not deleted thread_id={}: {error:#}",
+                actor.thread_id
+            ),
+        })
+        .boxed_local()
     }
 
     /// Rebuilds the queue from SQLite. A run left `running` has lost its actor (server or actor
@@ -355,6 +411,13 @@ impl ThreadActor {
                 };
                 let (orphans, pending): (Vec<Run>, Vec<Run>) =
                     runs.into_iter().partition(|run| run.status == RunStatus::Running);
+                actor.temporary.extend(
+                    orphans
+                        .iter()
+                        .chain(&pending)
+                        .filter(|run| run.kwargs.temporary)
+                        .map(|run| run.run_id),
+                );
                 actor.queue = pending;
                 if !actor.queue.is_empty() || !orphans.is_empty() {
                     log::info!(
@@ -403,6 +466,7 @@ impl Supervised for ThreadActor {
         }
         self.queue.clear();
         self.timer = None;
+        self.temporary.clear();
     }
 }
 
@@ -410,7 +474,11 @@ impl Handler<SubmitRun> for ThreadActor {
     type Result = AtomicResponse<Self, Result<RunAccepted, ThreadError>>;
 
     fn handle(&mut self, message: SubmitRun, _: &mut Context<Self>) -> Self::Result {
-        let SubmitRun { new_run, wait } = message;
+        let SubmitRun {
+            new_run,
+            wait,
+            subscribe,
+        } = message;
         let in_flight = self.in_flight();
         let decision = decide(new_run.multitask_strategy, in_flight.len());
         log::debug!(
@@ -468,10 +536,18 @@ impl Handler<SubmitRun> for ThreadActor {
                         actor.forget_stopped(&stopped, action);
                     }
                     let outcome = wait.then(|| actor.add_waiter(run.run_id));
+                    let stream = actor.hub.open(run.run_id, run.kwargs.resumable);
+                    let subscription = subscribe.then(|| stream.subscribe(None));
                     actor.enqueue(run.clone());
                     actor
                         .start_next(ctx)
-                        .map(move |(), _, _| Ok(RunAccepted { run, outcome }))
+                        .map(move |(), _, _| {
+                            Ok(RunAccepted {
+                                run,
+                                outcome,
+                                subscription,
+                            })
+                        })
                         .boxed_local()
                 }
             });
@@ -583,6 +659,7 @@ impl Handler<DeleteThread> for ThreadActor {
 
     fn handle(&mut self, _: DeleteThread, _: &mut Context<Self>) -> Self::Result {
         let had_active = self.active.is_some();
+        let in_flight = self.in_flight();
         let stopping = self.stop_active();
         let deleted = self.db.delete_thread(self.thread_id);
         let steps = stopping.then(move |(), _, _| wrap_future(deleted)).map(
@@ -592,10 +669,11 @@ impl Handler<DeleteThread> for ThreadActor {
                         ctx.cancel_future(timer);
                     }
                     actor.queue.clear();
-                    let waiting: Vec<RunId> = actor.waiters.keys().copied().collect();
-                    for run_id in waiting {
+                    let waiting = actor.waiters.keys().copied().collect::<Vec<_>>();
+                    for run_id in in_flight.into_iter().chain(waiting) {
                         actor.resolve(run_id, RunOutcome::Deleted);
                     }
+                    actor.temporary.clear();
                     log::info!("thread deleted thread_id={}", actor.thread_id);
                     Ok(())
                 }

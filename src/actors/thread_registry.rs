@@ -12,6 +12,7 @@ use super::thread::ThreadActor;
 use crate::domain::ids::ThreadId;
 use crate::graph::GraphRegistry;
 use crate::storage::Db;
+use crate::stream::StreamHub;
 
 /// Returns the thread's actor, starting it if needed. Sent by HTTP handlers and start-up.
 #[derive(Message)]
@@ -26,11 +27,17 @@ pub struct ThreadRegistry {
     graphs: Arc<GraphRegistry>,
     arbiters: Vec<ArbiterHandle>,
     threads: HashMap<ThreadId, Addr<ThreadActor>>,
+    hub: Arc<StreamHub>,
 }
 
 impl ThreadRegistry {
     /// A registry that starts thread actors on `arbiters` (at least one).
-    pub fn new(db: Db, graphs: Arc<GraphRegistry>, arbiters: Vec<ArbiterHandle>) -> Self {
+    pub fn new(
+        db: Db,
+        graphs: Arc<GraphRegistry>,
+        arbiters: Vec<ArbiterHandle>,
+        hub: Arc<StreamHub>,
+    ) -> Self {
         assert!(
             !arbiters.is_empty(),
             "the registry needs at least one arbiter"
@@ -40,6 +47,7 @@ impl ThreadRegistry {
             graphs,
             arbiters,
             threads: HashMap::new(),
+            hub,
         }
     }
 }
@@ -57,8 +65,9 @@ impl Handler<GetThread> for ThreadRegistry {
             let index = (thread_id.0.as_u128() % self.arbiters.len() as u128) as usize;
             let db = self.db.clone();
             let graphs = self.graphs.clone();
+            let hub = self.hub.clone();
             Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
-                ThreadActor::new(thread_id, db, graphs)
+                ThreadActor::new(thread_id, db, graphs, hub)
             })
         });
         MessageResult(address.clone())

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
+use super::emit::{Emitter, NodeStream, TaskInfo};
 use super::nodes::NodeInput;
 use super::{Graph, START};
 use crate::domain::checkpoint::{Checkpoint, CheckpointSource, TaskRecord};
@@ -35,6 +36,8 @@ pub struct RunPlan {
     /// The graph's and the run's breakpoints.
     pub interrupt_before: Vec<Breakpoints>,
     pub interrupt_after: Vec<Breakpoints>,
+    /// Renders what happens for the run's stream.
+    pub emitter: Arc<Emitter>,
 }
 
 /// Where execution stands: the latest checkpoint and what runs next.
@@ -356,6 +359,7 @@ pub async fn execute(
         }
         let skip_breakpoint = first_step && resuming;
         if !skip_breakpoint && RunPlan::breaks(&plan.interrupt_before, &cursor.next) {
+            plan.emitter.breakpoint();
             return Ok(Finish {
                 values: cursor.values,
                 next: cursor.next,
@@ -373,7 +377,7 @@ pub async fn execute(
         }
         let step = cursor.step + 1;
         let state = Arc::new(cursor.values.clone());
-        let tasks: Vec<(String, AbortOnDrop<_>)> = cursor
+        let tasks: Vec<(TaskInfo, AbortOnDrop<_>)> = cursor
             .next
             .iter()
             .map(|name| {
@@ -381,11 +385,19 @@ pub async fn execute(
                     .graph
                     .node(name)
                     .map(|definition| definition.node.clone());
+                let task = TaskInfo {
+                    id: task_id(&cursor.checkpoint_id, step, name),
+                    node: name.clone(),
+                    step,
+                    lc_run_id: uuid::Uuid::now_v7(),
+                };
+                plan.emitter.task_started(&task, &state);
                 let input = NodeInput {
                     node: name.clone(),
                     step,
                     state: state.clone(),
                     config: plan.node_config.clone(),
+                    stream: NodeStream::new(plan.emitter.clone(), task.clone()),
                 };
                 let handle = tokio::spawn(async move {
                     match node {
@@ -396,20 +408,27 @@ pub async fn execute(
                         )),
                     }
                 });
-                (name.clone(), AbortOnDrop(handle))
+                (task, AbortOnDrop(handle))
             })
             .collect();
         // Every task is already running; awaiting them in order only fixes the merge order.
         let mut results = Vec::with_capacity(tasks.len());
         let mut tasks = tasks;
-        for (name, task) in tasks.iter_mut() {
+        for (info, task) in tasks.iter_mut() {
             match (&mut task.0).await {
-                Ok(Ok(update)) => results.push(update),
+                Ok(Ok(update)) => {
+                    plan.emitter.task_finished(info, update.as_ref());
+                    results.push(update);
+                }
                 Ok(Err(error)) => return Err(Halt::Failed(error)),
                 Err(join_error) => {
                     return Err(Halt::Failed(RunError::new(
                         "NodePanic",
-                        format!("node '{name}' panicked: {}", panic_message(join_error)),
+                        format!(
+                            "node '{}' panicked: {}",
+                            info.node,
+                            panic_message(join_error)
+                        ),
                     )))
                 }
             }
@@ -429,8 +448,11 @@ pub async fn execute(
             executed.clone(),
         );
         cursor = cursor_of(&checkpoint);
-        sink.save(checkpoint).await?;
+        sink.save(checkpoint.clone()).await?;
+        plan.emitter.values(&cursor.values);
+        plan.emitter.checkpoint(&checkpoint);
         if !cursor.next.is_empty() && RunPlan::breaks(&plan.interrupt_after, &executed) {
+            plan.emitter.breakpoint();
             return Ok(Finish {
                 values: cursor.values,
                 next: cursor.next,
@@ -473,6 +495,7 @@ mod tests {
             recursion_limit: DEFAULT_RECURSION_LIMIT,
             interrupt_before: vec![],
             interrupt_after: vec![],
+            emitter: Arc::new(Emitter::silent()),
         }
     }
 

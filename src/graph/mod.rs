@@ -1,6 +1,7 @@
 //! Graphs: state channels with reducers, nodes and edges, declared in config and executed in
 //! supersteps (see `executor`). Depends only on `domain`; never on actix, actix-web or rusqlite.
 
+pub mod emit;
 pub mod executor;
 pub mod messages;
 pub mod nodes;

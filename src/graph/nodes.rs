@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::future::{join_all, BoxFuture};
 use serde_json::Value;
 
+use super::emit::{ModelInfo, NodeStream};
 use super::scripted;
 use super::spec::NodeSpec;
 use crate::domain::run::RunError;
@@ -25,6 +26,8 @@ pub struct NodeInput {
     pub state: Arc<JsonMap>,
     /// The run's `configurable` with its `context` merged over it.
     pub config: Arc<JsonMap>,
+    /// Where the node sends `custom` events and model tokens.
+    pub stream: NodeStream,
 }
 
 /// A node's partial state update (`None`: no update), or the error that fails the run.
@@ -168,7 +171,8 @@ impl Node for Noop {
     }
 }
 
-/// The built-in offline chat model.
+/// The built-in offline chat model. A text answer streams in word-sized chunks, the node's
+/// delay spread over them; a tool call comes whole.
 struct ScriptedChatModel {
     tools: Vec<String>,
     delay: Duration,
@@ -177,9 +181,35 @@ struct ScriptedChatModel {
 impl Node for ScriptedChatModel {
     fn invoke(&self, input: NodeInput) -> BoxFuture<'static, NodeResult> {
         let delay = step_delay(&input.config, self.delay);
-        let reply = scripted::reply(messages_of(&input.state), &self.tools);
+        let history = messages_of(&input.state).to_vec();
+        let reply = scripted::reply(&history, &self.tools);
+        let stream = input.stream;
         Box::pin(async move {
-            pause(delay).await;
+            let model = ModelInfo {
+                provider: "scripted".into(),
+                model: "scripted".into(),
+                lc_run_id: uuid::Uuid::now_v7(),
+            };
+            stream.model_started(&model, &history);
+            let pieces = if super::messages::tool_calls(&reply).is_empty() {
+                scripted::words(&super::messages::content_text(&reply))
+            } else {
+                vec![]
+            };
+            if pieces.is_empty() {
+                pause(delay).await;
+            } else {
+                let each = delay / pieces.len() as u32;
+                let count = pieces.len();
+                for (index, piece) in pieces.into_iter().enumerate() {
+                    pause(each).await;
+                    if stream.wants_tokens() {
+                        let chunk = scripted::chunk(&reply, piece, index + 1 == count);
+                        stream.model_chunk(&model, &chunk);
+                    }
+                }
+            }
+            stream.model_finished(&model, &reply);
             Ok(Some(messages_update(vec![reply])))
         })
     }

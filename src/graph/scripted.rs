@@ -93,6 +93,41 @@ pub fn reply(messages: &[Value], tools: &[String]) -> Value {
     }
 }
 
+/// Splits text into word-sized pieces that concatenate back to it ("a b" → "a", " b").
+pub fn words(text: &str) -> Vec<String> {
+    let mut pieces: Vec<String> = vec![];
+    let mut previous_space = true;
+    for character in text.chars() {
+        let space = character.is_whitespace();
+        if space && !previous_space || pieces.is_empty() {
+            pieces.push(String::new());
+        }
+        if let Some(piece) = pieces.last_mut() {
+            piece.push(character);
+        }
+        previous_space = space;
+    }
+    pieces
+}
+
+/// One streamed piece of `message` as an `AIMessageChunk` dict with the message's id; the last
+/// one carries `chunk_position: "last"` and the response metadata.
+pub fn chunk(message: &Value, piece: String, last: bool) -> Value {
+    json!({
+        "content": piece,
+        "additional_kwargs": {},
+        "response_metadata": if last { message["response_metadata"].clone() } else { json!({}) },
+        "type": "AIMessageChunk",
+        "name": null,
+        "id": message["id"],
+        "tool_calls": [],
+        "invalid_tool_calls": [],
+        "usage_metadata": null,
+        "tool_call_chunks": [],
+        "chunk_position": if last { json!("last") } else { Value::Null },
+    })
+}
+
 /// One sentence about a search result, using its fields when it is the canned weather JSON.
 fn describe_result(text: &str) -> String {
     let parsed: Option<Value> = serde_json::from_str(text).ok();
@@ -157,6 +192,15 @@ pub fn run_tool(call: &Value, tools: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_concatenate_back_to_the_text() {
+        let text = "The weather in nyc is  cloudy.";
+        let pieces = words(text);
+        assert_eq!(pieces[..3], ["The", " weather", " in"]);
+        assert_eq!(pieces.concat(), text);
+        assert!(words("").is_empty());
+    }
     use crate::graph::messages::tool_calls;
 
     fn human(text: &str) -> Value {

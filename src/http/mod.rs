@@ -7,9 +7,11 @@ mod assistants;
 mod extract;
 mod health;
 mod runs;
+mod sse;
 mod threads;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use actix_web::dev::ServiceResponse;
@@ -23,6 +25,7 @@ use crate::domain::ids::ThreadId;
 use crate::error::ApiError;
 use crate::graph::GraphRegistry;
 use crate::storage::Db;
+use crate::stream::StreamHub;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -31,6 +34,10 @@ pub struct AppState {
     pub graphs: Arc<GraphRegistry>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Run event streams.
+    pub hub: Arc<StreamHub>,
+    /// Interval of SSE heartbeats and `/wait` keep-alives.
+    pub heartbeat: Duration,
 }
 
 impl AppState {
@@ -103,6 +110,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::post().to(runs::create)),
         )
         .service(resource("/threads/{thread_id}/runs/wait").route(web::post().to(runs::wait)))
+        .service(resource("/threads/{thread_id}/runs/stream").route(web::post().to(runs::stream)))
         .service(
             resource("/threads/{thread_id}/runs/{run_id}")
                 .route(get().to(runs::get))
@@ -110,9 +118,17 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(resource("/threads/{thread_id}/runs/{run_id}/join").route(get().to(runs::join)))
         .service(
+            resource("/threads/{thread_id}/runs/{run_id}/stream")
+                .route(get().to(runs::join_stream)),
+        )
+        .service(
             resource("/threads/{thread_id}/runs/{run_id}/cancel")
                 .route(web::post().to(runs::cancel)),
         )
+        .service(resource("/runs").route(web::post().to(runs::create_stateless)))
+        .service(resource("/runs/wait").route(web::post().to(runs::wait_stateless)))
+        .service(resource("/runs/stream").route(web::post().to(runs::stream_stateless)))
+        .service(resource("/runs/batch").route(web::post().to(runs::batch)))
         .service(resource("/runs/cancel").route(web::post().to(runs::cancel_many)))
         .default_service(web::to(not_found));
 }

@@ -1,16 +1,21 @@
-//! Runs of a thread: create (background and wait), list, get, delete, join, cancel, bulk cancel.
-//! Everything that changes runs goes through the thread's actor; reads go to storage.
+//! Runs: create on a thread (background, wait, stream) or stateless (a temporary thread), list,
+//! get, delete, join (JSON or SSE), cancel, bulk cancel. Everything that changes runs goes
+//! through the thread's actor; reads go to storage; streams come from the stream hub.
 
 use std::collections::BTreeMap;
 
+use actix::Addr;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::extract::{self, json_body, CheckpointRef};
+use super::sse::{self, DisconnectGuard, ModeFilter};
 use super::{json_with_location, AppState};
-use crate::actors::{CancelRuns, DeleteRun, JoinRun, RunOutcome, SubmitRun};
+use crate::actors::{
+    CancelRuns, DeleteRun, JoinRun, RunAccepted, RunOutcome, SubmitRun, ThreadActor,
+};
 use crate::domain::assistant::Assistant;
 use crate::domain::ids::{AssistantId, RunId, ThreadId};
 use crate::domain::multitask::{CancelAction, MultitaskStrategy};
@@ -20,7 +25,7 @@ use crate::domain::{
     merge_into, strip_keys, JsonMap, RESERVED_CONFIG_KEYS, RESERVED_METADATA_KEYS,
 };
 use crate::error::ApiError;
-use crate::storage::{RunResult, StorageError};
+use crate::storage::{Db, RunResult, StorageError};
 
 const RUN_FIELDS: [&str; 9] = [
     "run_id",
@@ -64,6 +69,17 @@ enum OnDisconnect {
     Continue,
 }
 
+/// What happens to a stateless run's temporary thread when the run ends.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+enum OnCompletion {
+    /// The thread and its runs are deleted.
+    #[default]
+    Delete,
+    /// The thread stays, like any other.
+    Keep,
+}
+
 /// The body of the run-creating endpoints. Unknown fields (such as `strict_resume`) are ignored.
 #[derive(Deserialize)]
 struct RunCreate {
@@ -87,8 +103,16 @@ struct RunCreate {
     after_seconds: Option<f64>,
     durability: Option<Durability>,
     checkpoint_during: Option<bool>,
-    #[allow(dead_code)] // Validated here; acted on by the streaming endpoints (#3).
+    /// `/stream` and `/wait`: cancel the run when the client goes away.
     on_disconnect: Option<OnDisconnect>,
+    /// Stateless runs only.
+    on_completion: Option<OnCompletion>,
+}
+
+impl RunCreate {
+    fn cancel_on_disconnect(&self) -> bool {
+        self.on_disconnect == Some(OnDisconnect::Cancel)
+    }
 }
 
 /// Finds the assistant a run names: a UUID, or a graph id meaning that graph's system assistant.
@@ -134,7 +158,19 @@ fn build_run(
     thread_id: ThreadId,
     request: RunCreate,
     assistant: &Assistant,
+    stateless: bool,
 ) -> Result<NewRun, ApiError> {
+    if stateless
+        && request.command.as_ref().is_some_and(|command| {
+            command
+                .get("resume")
+                .is_some_and(|resume| !resume.is_null())
+        })
+    {
+        return Err(ApiError::BadRequest(
+            "You must provide a thread_id when resuming.".into(),
+        ));
+    }
     if request.command.is_some() {
         return Err(ApiError::NotImplemented(
             "`command` (resume, goto, update) is not supported yet; resume a static breakpoint with `input: null`".into(),
@@ -240,7 +276,7 @@ fn build_run(
         interrupt_after: request.interrupt_after,
         webhook: None,
         feedback_keys: request.feedback_keys,
-        temporary: false,
+        temporary: stateless && request.on_completion.unwrap_or_default() == OnCompletion::Delete,
         subgraphs: request.stream_subgraphs.unwrap_or(false),
         resumable: request.stream_resumable.unwrap_or(false),
         checkpoint_during: request.checkpoint_during.unwrap_or(true),
@@ -255,24 +291,98 @@ fn build_run(
         metadata,
         kwargs,
         multitask_strategy: request.multitask_strategy.unwrap_or_default(),
-        if_not_exists: request.if_not_exists.unwrap_or_default(),
+        if_not_exists: if stateless {
+            IfNotExists::Create
+        } else {
+            request.if_not_exists.unwrap_or_default()
+        },
         thread_metadata,
         created_at,
     })
 }
 
+/// How a run-creating endpoint answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// The run object, at once.
+    Run,
+    /// The run's result once it ends (`/wait`).
+    Wait,
+    /// The run's events (`/stream`).
+    Stream,
+}
+
+/// Validates a run request and hands the run to its thread's actor. `thread_id: None` makes a
+/// stateless run on a new temporary thread.
 async fn submit(
     state: &AppState,
-    path: &str,
-    body: &Bytes,
-    wait: bool,
-) -> Result<crate::actors::RunAccepted, ApiError> {
-    let thread_id = extract::thread_id(path)?;
-    let request: RunCreate = json_body(body)?;
+    thread_id: Option<ThreadId>,
+    request: RunCreate,
+    reply: Reply,
+) -> Result<(RunAccepted, Addr<ThreadActor>, bool), ApiError> {
     let assistant = resolve_assistant(state, &request.assistant_id).await?;
-    let new_run = build_run(thread_id, request, &assistant)?;
-    let thread = state.thread(thread_id).await?;
-    Ok(thread.send(SubmitRun { new_run, wait }).await??)
+    let cancel_on_disconnect = request.cancel_on_disconnect();
+    let new_run = build_run(
+        thread_id.unwrap_or_else(ThreadId::generate),
+        request,
+        &assistant,
+        thread_id.is_none(),
+    )?;
+    let thread = state.thread(new_run.thread_id).await?;
+    let accepted = thread
+        .send(SubmitRun {
+            new_run,
+            wait: reply == Reply::Wait,
+            subscribe: reply == Reply::Stream,
+        })
+        .await??;
+    Ok((accepted, thread, cancel_on_disconnect))
+}
+
+/// Answers a run-creating request the way its endpoint does.
+async fn create_run(
+    state: &AppState,
+    thread_id: Option<ThreadId>,
+    body: &Bytes,
+    reply: Reply,
+) -> Result<HttpResponse, ApiError> {
+    let request: RunCreate = json_body(body)?;
+    let (accepted, thread, cancel_on_disconnect) = submit(state, thread_id, request, reply).await?;
+    let RunAccepted {
+        run,
+        outcome,
+        subscription,
+    } = accepted;
+    let location = run_location(&run);
+    let guard = DisconnectGuard::new(cancel_on_disconnect, thread, run.run_id);
+    Ok(match (reply, subscription) {
+        (Reply::Stream, Some(subscription)) => sse::events(
+            subscription,
+            ModeFilter::all(),
+            state.heartbeat,
+            guard,
+            Some((format!("{location}/stream"), location)),
+        ),
+        (Reply::Wait, _) => {
+            let db_state = (state.db.clone(), run.thread_id, run.run_id);
+            let result = Box::pin(async move {
+                let outcome = match outcome {
+                    Some(receiver) => receiver.await.ok(),
+                    None => None,
+                };
+                let (db, thread_id, run_id) = db_state;
+                outcome_json(&db, thread_id, run_id, outcome).await
+            });
+            sse::keep_alive_json(
+                result,
+                state.heartbeat,
+                guard,
+                location.clone(),
+                format!("{location}/join"),
+            )
+        }
+        _ => json_with_location(&run, location, None),
+    })
 }
 
 fn run_location(run: &Run) -> String {
@@ -285,12 +395,8 @@ pub async fn create(
     path: web::Path<String>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let accepted = submit(&state, &path, &body, false).await?;
-    Ok(json_with_location(
-        &accepted.run,
-        run_location(&accepted.run),
-        None,
-    ))
+    let thread_id = extract::thread_id(&path)?;
+    create_run(&state, Some(thread_id), &body, Reply::Run).await
 }
 
 /// `POST /threads/{thread_id}/runs/wait`: runs and answers with that run's final values.
@@ -299,19 +405,59 @@ pub async fn wait(
     path: web::Path<String>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let accepted = submit(&state, &path, &body, true).await?;
-    let run = accepted.run;
-    let outcome = match accepted.outcome {
-        Some(receiver) => receiver.await.ok(),
-        None => None,
-    };
-    let result = outcome_json(&state, run.thread_id, run.run_id, outcome).await?;
-    let location = run_location(&run);
-    Ok(json_with_location(
-        &result,
-        location.clone(),
-        Some(format!("{location}/join")),
-    ))
+    let thread_id = extract::thread_id(&path)?;
+    create_run(&state, Some(thread_id), &body, Reply::Wait).await
+}
+
+/// `POST /threads/{thread_id}/runs/stream`: runs and streams its events.
+pub async fn stream(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path)?;
+    create_run(&state, Some(thread_id), &body, Reply::Stream).await
+}
+
+/// `POST /runs`: a stateless background run.
+pub async fn create_stateless(
+    state: web::Data<AppState>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    create_run(&state, None, &body, Reply::Run).await
+}
+
+/// `POST /runs/wait`: a stateless run, answered with its final values.
+pub async fn wait_stateless(
+    state: web::Data<AppState>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    create_run(&state, None, &body, Reply::Wait).await
+}
+
+/// `POST /runs/stream`: a stateless run, streamed.
+pub async fn stream_stateless(
+    state: web::Data<AppState>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    create_run(&state, None, &body, Reply::Stream).await
+}
+
+/// `POST /runs/batch`: several stateless background runs; every body is validated before any
+/// run is created.
+pub async fn batch(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let bodies: Vec<Value> = json_body(&body)?;
+    let mut requests = Vec::with_capacity(bodies.len());
+    for (index, body) in bodies.into_iter().enumerate() {
+        let request: RunCreate = extract::from_value(body, &format!("request body item {index}"))?;
+        requests.push(request);
+    }
+    let mut runs = Vec::with_capacity(requests.len());
+    for request in requests {
+        let (accepted, _, _) = submit(&state, None, request, Reply::Run).await?;
+        runs.push(accepted.run);
+    }
+    Ok(HttpResponse::Ok().json(runs))
 }
 
 fn run_not_found_error() -> Value {
@@ -321,27 +467,26 @@ fn run_not_found_error() -> Value {
 /// What `/wait` and `/join` answer: the final values of that run, `{"__error__": …}` if it
 /// failed, or the 404 error object if it no longer exists.
 async fn outcome_json(
-    state: &AppState,
+    db: &Db,
     thread_id: ThreadId,
     run_id: RunId,
     outcome: Option<RunOutcome>,
-) -> Result<Value, ApiError> {
-    match outcome {
-        Some(RunOutcome::Success(values)) => Ok(Value::Object((*values).clone())),
-        Some(RunOutcome::Failed(error)) => Ok(json!({ "__error__": error })),
-        Some(RunOutcome::Deleted) => Ok(run_not_found_error()),
-        Some(RunOutcome::Interrupted) | None => stored_result(state, thread_id, run_id).await,
-    }
+) -> Value {
+    let stored = match outcome {
+        Some(RunOutcome::Success(values)) => return Value::Object((*values).clone()),
+        Some(RunOutcome::Failed(error)) => return json!({ "__error__": error }),
+        Some(RunOutcome::Deleted) => return run_not_found_error(),
+        Some(RunOutcome::Interrupted) | None => stored_result(db, thread_id, run_id).await,
+    };
+    // The response has begun (200): a storage failure can only be reported in the body.
+    stored.unwrap_or_else(
+        |error| json!({"__error__": {"error": "StorageError", "message": error.to_string()}}),
+    )
 }
 
 /// The result of a run that is no longer in flight, read from storage.
-async fn stored_result(
-    state: &AppState,
-    thread_id: ThreadId,
-    run_id: RunId,
-) -> Result<Value, ApiError> {
-    let Some(RunResult { run, error, values }) = state.db.run_result(thread_id, run_id).await?
-    else {
+async fn stored_result(db: &Db, thread_id: ThreadId, run_id: RunId) -> Result<Value, ApiError> {
+    let Some(RunResult { run, error, values }) = db.run_result(thread_id, run_id).await? else {
         return Ok(run_not_found_error());
     };
     if run.status == RunStatus::Error {
@@ -354,28 +499,125 @@ async fn stored_result(
     Ok(Value::Object(values.unwrap_or_default()))
 }
 
-/// `GET /threads/{thread_id}/runs/{run_id}/join`: waits for the run, then answers like `/wait`.
+/// `GET /threads/{thread_id}/runs/{run_id}/join?cancel_on_disconnect=`: waits for the run,
+/// then answers like `/wait`.
 pub async fn join(
     state: web::Data<AppState>,
+    request: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path.0)?;
     let run_id = extract::run_id(&path.1)?;
-    let waiting = state
-        .thread(thread_id)
-        .await?
-        .send(JoinRun { run_id })
-        .await??;
-    let outcome = match waiting {
-        Some(receiver) => receiver.await.ok(),
-        None => None,
-    };
-    let result = outcome_json(&state, thread_id, run_id, outcome).await?;
+    let pairs = extract::query_pairs(request.query_string())?;
+    let thread = state.thread(thread_id).await?;
+    let waiting = thread.send(JoinRun { run_id }).await??;
+    let guard = DisconnectGuard::new(
+        waiting.is_some() && extract::flag(&pairs, "cancel_on_disconnect"),
+        thread,
+        run_id,
+    );
+    let db = state.db.clone();
+    let result = Box::pin(async move {
+        let outcome = match waiting {
+            Some(receiver) => receiver.await.ok(),
+            None => None,
+        };
+        outcome_json(&db, thread_id, run_id, outcome).await
+    });
     let location = format!("/threads/{thread_id}/runs/{run_id}");
-    Ok(json_with_location(
-        &result,
+    Ok(sse::keep_alive_json(
+        result,
+        state.heartbeat,
+        guard,
         location.clone(),
-        Some(format!("{location}/join")),
+        format!("{location}/join"),
+    ))
+}
+
+/// The `stream_mode` of a join: repeated parameters, each a mode or a JSON array of modes.
+fn join_modes(pairs: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+    let mut modes = vec![];
+    for (_, value) in pairs.iter().filter(|(name, _)| name == "stream_mode") {
+        match serde_json::from_str::<Vec<String>>(value) {
+            Ok(list) => modes.extend(list),
+            Err(_) => modes.push(value.clone()),
+        }
+    }
+    if let Some(unknown) = modes
+        .iter()
+        .find(|mode| !STREAM_MODES.contains(&mode.as_str()))
+    {
+        return Err(ApiError::Validation(format!(
+            "Invalid stream_mode '{unknown}': expected one of {STREAM_MODES:?}"
+        )));
+    }
+    Ok(modes)
+}
+
+/// The `Last-Event-ID` header: `-` (everything) or an event id; absent means the replay buffer.
+fn last_event_id(request: &HttpRequest) -> Result<Option<u64>, ApiError> {
+    let Some(value) = request.headers().get("Last-Event-ID") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "-" || text.is_empty() {
+        return Ok(Some(0));
+    }
+    text.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::Validation(format!(
+            "Invalid Last-Event-ID '{text}': expected an event id from this run's stream, or -"
+        ))
+    })
+}
+
+/// `GET /threads/{thread_id}/runs/{run_id}/stream?stream_mode=&cancel_on_disconnect=`: joins the
+/// run's stream (replaying what the run keeps, or what follows `Last-Event-ID`), then live
+/// events until the run ends.
+pub async fn join_stream(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let thread_id = extract::thread_id(&path.0)?;
+    let run_id = extract::run_id(&path.1)?;
+    let pairs = extract::query_pairs(request.query_string())?;
+    let filter = ModeFilter::of(join_modes(&pairs)?);
+    let after = last_event_id(&request)?;
+    let run = match state.db.get_run(thread_id, run_id).await {
+        Ok(run) => run,
+        Err(StorageError::NotFound(_)) => {
+            return Ok(sse::single_error("HTTPException", "404: Run not found"))
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let stream = if run.status.is_in_flight() {
+        let stream = state.hub.open(run_id, run.kwargs.resumable);
+        // The run may have ended between the read and the open: never leave a stream open
+        // that nothing will end.
+        let still = state.db.get_run(thread_id, run_id).await;
+        if !still.is_ok_and(|run| run.status.is_in_flight()) {
+            state.hub.finish(run_id);
+        }
+        Some(stream)
+    } else {
+        state.hub.get(run_id)
+    };
+    let Some(stream) = stream else {
+        return Ok(sse::empty());
+    };
+    let subscription = stream.subscribe(after);
+    let guard = DisconnectGuard::new(
+        run.status.is_in_flight() && extract::flag(&pairs, "cancel_on_disconnect"),
+        state.thread(thread_id).await?,
+        run_id,
+    );
+    let location = format!("/threads/{thread_id}/runs/{run_id}");
+    Ok(sse::events(
+        subscription,
+        filter,
+        state.heartbeat,
+        guard,
+        Some((format!("{location}/stream"), location)),
     ))
 }
 
@@ -512,7 +754,7 @@ pub async fn cancel(
     }
     // The actor replies once the run has stopped and storage says so.
     let result = match action {
-        CancelAction::Interrupt => stored_result(&state, thread_id, run_id).await?,
+        CancelAction::Interrupt => stored_result(&state.db, thread_id, run_id).await?,
         CancelAction::Rollback => json!({}),
     };
     let location = format!("/threads/{thread_id}/runs/{run_id}");

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use spindle::config::{DatabaseSettings, GraphSettings, RuntimeSettings, ServerSettings, Settings};
+use spindle::config::{
+    DatabaseSettings, GraphSettings, RuntimeSettings, ServerSettings, Settings, StreamSettings,
+};
 use spindle::domain::run::RunError;
 use spindle::graph::nodes::{NativeNodes, NodeInput};
 use spindle::startup::Application;
@@ -124,6 +126,13 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
             busy_timeout_ms: 5000,
         },
         runtime: RuntimeSettings { arbiters: 2 },
+        stream: StreamSettings {
+            heartbeat_seconds: 0.2,
+            replay_events: 256,
+            resumable_events: 10_000,
+            subscriber_events: 1024,
+            retention_seconds: 600,
+        },
         graphs: GraphSettings {
             files: vec![
                 "config/graphs/agent.toml".into(),

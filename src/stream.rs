@@ -1,0 +1,487 @@
+//! Run event streams: the fan-out between a run and the clients watching it. Each run has a
+//! `RunStream`: events get increasing ids (1, 2, …) and are framed for Server-Sent Events once,
+//! then shared by every subscriber. A bounded replay buffer serves late joiners and
+//! `Last-Event-ID` reconnects. Publishing never blocks: each subscriber has a bounded queue, and
+//! a subscriber whose queue is full is cut off (it sees an `error` event after what it already
+//! had). The `StreamHub` finds a run's stream; it keeps a resumable run's stream for a retention
+//! time after the run ends. Imports: domain only.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::domain::ids::RunId;
+
+/// The sizes and times that bound memory.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// Events a run keeps for late joiners.
+    pub replay_events: usize,
+    /// Events a `stream_resumable` run keeps for `Last-Event-ID` reconnects.
+    pub resumable_events: usize,
+    /// Events queued for one subscriber before it is cut off.
+    pub subscriber_events: usize,
+    /// How long a resumable run's events stay after it ends.
+    pub retention: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            replay_events: 256,
+            resumable_events: 10_000,
+            subscriber_events: 1024,
+            retention: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One event of a run, framed for SSE.
+#[derive(Debug)]
+pub struct Event {
+    /// 1 for the first event of a run, then increasing by one.
+    pub id: u64,
+    /// The SSE event name (`metadata`, `values`, `messages`, `updates|sub:…`, …).
+    pub name: String,
+    /// `event: …\r\ndata: …\r\n[id: …\r\n]\r\n`.
+    pub frame: Bytes,
+}
+
+/// Frames one SSE event: compact JSON on one line, CRLF line ends, `id:` when given.
+pub fn sse_frame(name: &str, data: &str, id: Option<u64>) -> Bytes {
+    let mut text = String::with_capacity(name.len() + data.len() + 32);
+    text.push_str("event: ");
+    text.push_str(name);
+    text.push_str("\r\ndata: ");
+    text.push_str(data);
+    text.push_str("\r\n");
+    if let Some(id) = id {
+        text.push_str("id: ");
+        text.push_str(&id.to_string());
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    Bytes::from(text)
+}
+
+struct Subscriber {
+    sender: mpsc::Sender<Arc<Event>>,
+    cut_off: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct State {
+    last_id: u64,
+    /// The `metadata` event, kept so every join starts with it.
+    first: Option<Arc<Event>>,
+    replay: VecDeque<Arc<Event>>,
+    subscribers: Vec<Subscriber>,
+    ended: bool,
+}
+
+/// The event stream of one run.
+pub struct RunStream {
+    run_id: RunId,
+    resumable: bool,
+    capacity: usize,
+    subscriber_events: usize,
+    state: Mutex<State>,
+}
+
+/// What a subscription yields.
+#[derive(Debug)]
+pub enum Item {
+    Event(Arc<Event>),
+    /// The subscriber fell too far behind and was cut off; nothing more follows.
+    CutOff,
+    /// Events after the requested id were dropped from the replay buffer; the rest follow.
+    Gap {
+        oldest: u64,
+    },
+}
+
+/// A subscriber's view of a run stream: replayed events, then live ones, then the end.
+pub struct Subscription {
+    replay: VecDeque<Item>,
+    receiver: mpsc::Receiver<Arc<Event>>,
+    cut_off: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Subscription {
+    /// The next item; `None` once the run has ended (or the subscriber was cut off).
+    pub async fn next(&mut self) -> Option<Item> {
+        if let Some(item) = self.replay.pop_front() {
+            return Some(item);
+        }
+        if self.done {
+            return None;
+        }
+        match self.receiver.recv().await {
+            Some(event) => Some(Item::Event(event)),
+            None => {
+                self.done = true;
+                self.cut_off.load(Ordering::Acquire).then_some(Item::CutOff)
+            }
+        }
+    }
+}
+
+impl RunStream {
+    /// A stream for `run_id`; hubs create them, tests may too.
+    pub fn new(run_id: RunId, resumable: bool, limits: &StreamLimits) -> Self {
+        Self {
+            run_id,
+            resumable,
+            capacity: if resumable {
+                limits.resumable_events
+            } else {
+                limits.replay_events
+            }
+            .max(1),
+            subscriber_events: limits.subscriber_events.max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-updated in a way that
+        // matters more than losing the stream, so keep going with it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The run this stream belongs to.
+    pub fn run_id(&self) -> RunId {
+        self.run_id
+    }
+
+    /// Whether events carry ids on the wire.
+    pub fn resumable(&self) -> bool {
+        self.resumable
+    }
+
+    /// Publishes an event to every subscriber and the replay buffer. Never blocks; ignored
+    /// once the stream has ended.
+    pub fn publish(&self, name: &str, data: &Value) {
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+        self.publish_raw(name, &data);
+    }
+
+    /// Like `publish`, with the data already serialised.
+    pub fn publish_raw(&self, name: &str, data: &str) {
+        let mut state = self.lock();
+        if state.ended {
+            return;
+        }
+        state.last_id += 1;
+        let id = state.last_id;
+        let event = Arc::new(Event {
+            id,
+            name: name.to_owned(),
+            frame: sse_frame(name, data, self.resumable.then_some(id)),
+        });
+        if state.first.is_none() {
+            state.first = Some(event.clone());
+        }
+        if state.replay.len() == self.capacity {
+            state.replay.pop_front();
+        }
+        state.replay.push_back(event.clone());
+        state.subscribers.retain(
+            |subscriber| match subscriber.sender.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    log::warn!(
+                        "stream subscriber cut off: too far behind run_id={} buffer={}",
+                        self.run_id,
+                        self.subscriber_events
+                    );
+                    subscriber.cut_off.store(true, Ordering::Release);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+        );
+    }
+
+    /// Ends the stream: subscribers get what is queued, then the end. Idempotent.
+    pub fn end(&self) {
+        let mut state = self.lock();
+        state.ended = true;
+        state.subscribers.clear();
+    }
+
+    /// Whether the stream has ended.
+    pub fn ended(&self) -> bool {
+        self.lock().ended
+    }
+
+    /// Subscribes. `after: None` replays the buffer (starting with `metadata`); `Some(id)`
+    /// replays the buffered events after that id (a reconnect with `Last-Event-ID`).
+    pub fn subscribe(&self, after: Option<u64>) -> Subscription {
+        let mut state = self.lock();
+        let mut replay = VecDeque::new();
+        let oldest = state.replay.front().map(|event| event.id);
+        match after {
+            None => {
+                if let (Some(first), Some(oldest)) = (&state.first, oldest) {
+                    if first.id < oldest {
+                        replay.push_back(Item::Event(first.clone()));
+                    }
+                }
+            }
+            Some(after) => {
+                if let Some(oldest) = oldest.filter(|oldest| after + 1 < *oldest) {
+                    replay.push_back(Item::Gap { oldest });
+                }
+            }
+        }
+        let after = after.unwrap_or(0);
+        replay.extend(
+            state
+                .replay
+                .iter()
+                .filter(|event| event.id > after)
+                .map(|event| Item::Event(event.clone())),
+        );
+        let (sender, receiver) = mpsc::channel(self.subscriber_events);
+        let cut_off = Arc::new(AtomicBool::new(false));
+        if !state.ended {
+            state.subscribers.push(Subscriber {
+                sender,
+                cut_off: cut_off.clone(),
+            });
+        }
+        Subscription {
+            replay,
+            receiver,
+            cut_off,
+            done: false,
+        }
+    }
+
+    /// Live subscribers (for tests and logs).
+    pub fn subscriber_count(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+}
+
+#[derive(Default)]
+struct Streams {
+    open: HashMap<RunId, Arc<RunStream>>,
+    /// Ended resumable streams, oldest first, with the time they may be dropped.
+    expiring: VecDeque<(Instant, RunId)>,
+}
+
+/// Finds the stream of a run.
+pub struct StreamHub {
+    limits: StreamLimits,
+    streams: Mutex<Streams>,
+}
+
+impl StreamHub {
+    /// A hub whose streams use `limits`.
+    pub fn new(limits: StreamLimits) -> Self {
+        Self {
+            limits,
+            streams: Mutex::new(Streams::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Streams> {
+        self.streams
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The stream of a run, created if needed.
+    pub fn open(&self, run_id: RunId, resumable: bool) -> Arc<RunStream> {
+        let mut streams = self.lock();
+        Self::expire(&mut streams);
+        streams
+            .open
+            .entry(run_id)
+            .or_insert_with(|| Arc::new(RunStream::new(run_id, resumable, &self.limits)))
+            .clone()
+    }
+
+    /// The stream of a run, if it is open or still retained.
+    pub fn get(&self, run_id: RunId) -> Option<Arc<RunStream>> {
+        let mut streams = self.lock();
+        Self::expire(&mut streams);
+        streams.open.get(&run_id).cloned()
+    }
+
+    /// Ends a run's stream. A resumable stream stays for the retention time; others go now.
+    pub fn finish(&self, run_id: RunId) {
+        let mut streams = self.lock();
+        let Some(stream) = streams.open.get(&run_id).cloned() else {
+            return;
+        };
+        stream.end();
+        if stream.resumable && !self.limits.retention.is_zero() {
+            streams
+                .expiring
+                .push_back((Instant::now() + self.limits.retention, run_id));
+        } else {
+            streams.open.remove(&run_id);
+        }
+        Self::expire(&mut streams);
+    }
+
+    /// Drops a run's stream at once (the run was deleted), ending it first.
+    pub fn discard(&self, run_id: RunId) {
+        if let Some(stream) = self.lock().open.remove(&run_id) {
+            stream.end();
+        }
+    }
+
+    fn expire(streams: &mut Streams) {
+        let now = Instant::now();
+        while let Some((deadline, run_id)) = streams.expiring.front().copied() {
+            if deadline > now {
+                break;
+            }
+            streams.expiring.pop_front();
+            if streams
+                .open
+                .get(&run_id)
+                .is_some_and(|stream| stream.ended())
+            {
+                streams.open.remove(&run_id);
+            }
+        }
+    }
+
+    /// Streams held (open or retained).
+    pub fn len(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    /// Whether no stream is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limits(replay: usize, subscriber: usize) -> StreamLimits {
+        StreamLimits {
+            replay_events: replay,
+            resumable_events: replay,
+            subscriber_events: subscriber,
+            retention: Duration::from_secs(60),
+        }
+    }
+
+    fn ids(items: &[Item]) -> Vec<u64> {
+        items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Event(event) => Some(event.id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn drain(subscription: &mut Subscription) -> Vec<Item> {
+        let mut items = vec![];
+        while let Some(item) = subscription.next().await {
+            items.push(item);
+        }
+        items
+    }
+
+    #[test]
+    fn frames_use_crlf_and_carry_the_id_when_resumable() {
+        assert_eq!(
+            &sse_frame("values", "{\"a\":1}", Some(7))[..],
+            b"event: values\r\ndata: {\"a\":1}\r\nid: 7\r\n\r\n"
+        );
+        assert_eq!(
+            &sse_frame("metadata", "{}", None)[..],
+            b"event: metadata\r\ndata: {}\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_gets_every_later_event_exactly_once() {
+        let stream = RunStream::new(RunId::generate(), true, &limits(100, 100));
+        let mut live = stream.subscribe(None);
+        for step in 0..10 {
+            stream.publish("values", &json!({ "step": step }));
+        }
+        let mut resumed = stream.subscribe(Some(4));
+        for step in 10..12 {
+            stream.publish("values", &json!({ "step": step }));
+        }
+        stream.end();
+        assert_eq!(ids(&drain(&mut live).await), (1..=12).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&drain(&mut resumed).await),
+            (5..=12).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_late_joiner_gets_the_first_event_then_the_replay_buffer() {
+        let stream = RunStream::new(RunId::generate(), false, &limits(3, 100));
+        for step in 0..10 {
+            stream.publish("values", &json!(step));
+        }
+        let mut late = stream.subscribe(None);
+        stream.end();
+        assert_eq!(ids(&drain(&mut late).await), [1, 8, 9, 10]);
+        let mut gap = stream.subscribe(Some(2));
+        let items = drain(&mut gap).await;
+        assert!(matches!(items[0], Item::Gap { oldest: 8 }));
+        assert_eq!(ids(&items), [8, 9, 10]);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_subscriber_is_cut_off_without_slowing_the_others() {
+        let stream = RunStream::new(RunId::generate(), false, &limits(10, 4));
+        let mut stalled = stream.subscribe(None);
+        let mut reader = stream.subscribe(None);
+        let mut read = vec![];
+        for step in 0..20 {
+            stream.publish("values", &json!(step));
+            match reader.next().await {
+                Some(Item::Event(event)) => read.push(event.id),
+                other => panic!("expected an event, got {other:?}"),
+            }
+        }
+        stream.end();
+        assert_eq!(read, (1..=20).collect::<Vec<_>>());
+        let items = drain(&mut stalled).await;
+        assert_eq!(ids(&items), [1, 2, 3, 4]);
+        assert!(matches!(items.last(), Some(Item::CutOff)));
+        assert!(reader.next().await.is_none());
+    }
+
+    #[test]
+    fn the_hub_keeps_resumable_streams_after_the_end_and_drops_the_others() {
+        let hub = StreamHub::new(limits(10, 10));
+        let (plain, resumable) = (RunId::generate(), RunId::generate());
+        hub.open(plain, false).publish("metadata", &json!({}));
+        hub.open(resumable, true).publish("metadata", &json!({}));
+        hub.finish(plain);
+        hub.finish(resumable);
+        assert!(hub.get(plain).is_none());
+        let kept = hub.get(resumable).unwrap();
+        assert!(kept.ended());
+        hub.discard(resumable);
+        assert!(hub.is_empty());
+    }
+}
