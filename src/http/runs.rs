@@ -446,7 +446,9 @@ pub async fn stream_stateless(
 /// `POST /runs/batch`: several stateless background runs; every body is validated before any
 /// run is created.
 pub async fn batch(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
-    let bodies: Vec<Value> = json_body(&body)?;
+    let bodies: Vec<Value> = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::Validation("Invalid request body: expected a JSON array of run bodies".into())
+    })?;
     let mut requests = Vec::with_capacity(bodies.len());
     for (index, body) in bodies.into_iter().enumerate() {
         let request: RunCreate = extract::from_value(body, &format!("request body item {index}"))?;

@@ -79,6 +79,42 @@ impl Gates {
                 Ok(None)
             }
         });
+        let gates = self.clone();
+        native.register("emit", move |input: NodeInput| {
+            let gate = input
+                .config
+                .get("gate")
+                .and_then(Value::as_str)
+                .map(|name| gates.gate(name));
+            async move {
+                if let Some(gate) = gate {
+                    gate.arrivals.send_modify(|arrived| *arrived += 1);
+                    let mut open = gate.open.subscribe();
+                    open.wait_for(|open| *open)
+                        .await
+                        .map_err(|_| RunError::new("RuntimeError", "gate dropped"))?;
+                }
+                let number = |key: &str, default: u64| {
+                    input
+                        .config
+                        .get(key)
+                        .and_then(Value::as_u64)
+                        .unwrap_or(default)
+                };
+                let padding = "x".repeat(number("size", 10) as usize);
+                // `burst` events at a time, then a millisecond's pause, like a node that works.
+                let burst = number("burst", u64::MAX).max(1);
+                for index in 0..number("events", 3) {
+                    input
+                        .stream
+                        .custom(json!({"index": index, "padding": padding}));
+                    if (index + 1) % burst == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Ok(None)
+            }
+        });
         native.register("fault", |input: NodeInput| async move {
             match input.config.get("fault").and_then(Value::as_str) {
                 Some("panic") => panic!("the fault node panicked on purpose"),
@@ -139,6 +175,7 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
                 "config/graphs/echo.toml".into(),
                 "tests/graphs/gated.toml".into(),
                 "tests/graphs/faulty.toml".into(),
+                "tests/graphs/emitter.toml".into(),
             ],
         },
         config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),

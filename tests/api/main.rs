@@ -4,6 +4,8 @@ mod assistants;
 mod double_texting;
 mod helpers;
 mod runs;
+mod sse;
 mod state;
+mod streaming;
 mod threads;
 mod validation;

@@ -597,7 +597,7 @@ async fn assistants_are_named_by_graph_id_or_uuid() {
     assert!(
         unknown
             .detail()
-            .contains("One of the registered graphs: agent, echo, faulty, gated"),
+            .contains("One of the registered graphs: agent, echo, emitter, faulty, gated"),
         "{}",
         unknown.detail()
     );
