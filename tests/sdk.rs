@@ -162,6 +162,9 @@ fn every_strategy_and_resource_works_through_the_python_sdk() {
         "check_breakpoint",
         "check_threads",
         "check_assistants",
+        "check_stream",
+        "check_join_stream_resume",
+        "check_stateless",
     ] {
         assert!(
             output.contains(&format!("ok {check}\n")),

@@ -539,7 +539,11 @@ pub async fn join(
 /// The `stream_mode` of a join: repeated parameters, each a mode or a JSON array of modes.
 fn join_modes(pairs: &[(String, String)]) -> Result<Vec<String>, ApiError> {
     let mut modes = vec![];
-    for (_, value) in pairs.iter().filter(|(name, _)| name == "stream_mode") {
+    // The Python SDK sends an empty `stream_mode=` when none is asked for.
+    for (_, value) in pairs
+        .iter()
+        .filter(|(name, value)| name == "stream_mode" && !value.is_empty())
+    {
         match serde_json::from_str::<Vec<String>>(value) {
             Ok(list) => modes.extend(list),
             Err(_) => modes.push(value.clone()),

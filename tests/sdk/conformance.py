@@ -183,11 +183,60 @@ async def check_assistants(client):
     await expect_status(client.assistants.get(created["assistant_id"]), 404)
 
 
+async def check_stream(client):
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    parts = [part async for part in client.runs.stream(
+        tid, "agent", input=ask("what's the weather in sf?"), config=FAST,
+        stream_mode=["values", "updates", "messages-tuple"])]
+    assert parts[0].event == "metadata" and parts[0].data["attempt"] == 1, parts[0]
+    assert {part.event for part in parts} == {"metadata", "values", "updates", "messages"}, parts
+    nodes = [next(iter(part.data)) for part in parts if part.event == "updates"]
+    assert nodes == ["agent", "tools", "agent"], nodes
+    final = [part.data for part in parts if part.event == "values"][-1]
+    answer = convert_to_messages(final["messages"])[-1]
+    chunks = [part.data[0] for part in parts if part.event == "messages" and part.data[0]["type"] == "AIMessageChunk"]
+    assert len(chunks) > 3 and {chunk["id"] for chunk in chunks} == {answer.id}, chunks
+    assert "".join(chunk["content"] for chunk in chunks) == answer.content
+    assert all(part.data[1]["langgraph_node"] in ("agent", "tools") for part in parts if part.event == "messages")
+
+
+async def check_join_stream_resume(client):
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    parts, run_id = [], None
+    async for part in client.runs.stream(tid, "agent", input=ask("what's the weather in sf?"), config=SLOW,
+                                         stream_mode=["values", "updates"], stream_resumable=True):
+        parts.append(part)
+        if part.event == "metadata":
+            run_id = part.data["run_id"]
+        if len(parts) == 3:
+            break  # the client goes away mid-run; the run continues (on_disconnect defaults to continue)
+    assert all(part.id for part in parts), parts
+    rest = [part async for part in client.runs.join_stream(tid, run_id, last_event_id=parts[-1].id)]
+    ids = [int(part.id) for part in parts + rest]
+    assert ids == list(range(1, len(ids) + 1)), ids
+    assert len(convert_to_messages(rest[-1].data["messages"])) == 4, rest[-1]
+    replay = [part async for part in client.runs.join_stream(tid, run_id, last_event_id="-",
+                                                                  stream_mode="updates")]
+    assert [part.event for part in replay] == ["metadata", "updates", "updates", "updates"], replay
+    assert (await client.runs.get(tid, run_id))["status"] == "success"
+
+
+async def check_stateless(client):
+    values = await client.runs.wait(None, "agent", input=ask("hello there"), config=FAST)
+    assert values["messages"][-1]["content"] == "You said: hello there", values
+    parts = [part async for part in client.runs.stream(None, "echo", input={"x": 1})]
+    assert [part.event for part in parts] == ["metadata", "values", "values"], parts
+    failed = await client.runs.wait(None, "agent", input="not an object", raise_error=False)
+    assert failed["__error__"]["error"] == "InvalidUpdateError", failed
+
+
 async def main():
     client = get_client(url=URL)
     for check in [check_reject, check_enqueue, check_interrupt, check_rollback, check_rollback_on_many_threads,
                   check_wait_cancel_delete, check_state_and_history, check_breakpoint, check_threads,
-                  check_assistants]:
+                  check_assistants, check_stream, check_join_stream_resume, check_stateless]:
         await check(client)
         print("ok", check.__name__, flush=True)
 
