@@ -196,6 +196,8 @@ impl Handler<BeginRun> for RunActor {
         let run_id = self.run.run_id;
         let fork_from = self.run.kwargs.checkpoint_id;
         let prepare = async move {
+            // `metadata` comes first on every run stream, also when the run fails to start.
+            plan.emitter.run_started(plan.input.as_ref());
             let base = match fork_from {
                 Some(checkpoint_id) => Some(
                     db.checkpoint(thread_id, String::new(), checkpoint_id)
@@ -215,7 +217,6 @@ impl Handler<BeginRun> for RunActor {
             db.start_run(run_id, start.clone())
                 .await
                 .map_err(storage_failure)?;
-            plan.emitter.run_started(plan.input.as_ref());
             plan.emitter.run_began(&start, &begin.cursor.values);
             Ok((plan, begin))
         };
