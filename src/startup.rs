@@ -2,7 +2,6 @@
 //! database, loads the graphs, starts the actors, binds the listener and builds the HTTP server.
 //! Must be called inside an actix System.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,9 @@ pub struct Application {
     /// Kept so the actor threads live as long as the application.
     _arbiters: Vec<Arbiter>,
 }
+
+/// Pending connections the kernel queues before the server accepts them.
+const LISTEN_BACKLOG: u32 = 4096;
 
 fn threads_or_cpus(configured: usize) -> usize {
     if configured > 0 {
@@ -89,14 +91,6 @@ impl Application {
         }
 
         let server_settings = &settings.server;
-        let listener = TcpListener::bind((server_settings.host.as_str(), server_settings.port))
-            .with_context(|| {
-                format!(
-                    "cannot listen on {}:{}",
-                    server_settings.host, server_settings.port
-                )
-            })?;
-        let port = listener.local_addr()?.port();
         let body_limit = server_settings.body_limit_bytes;
         let state = web::Data::new(AppState {
             db: db.clone(),
@@ -118,8 +112,22 @@ impl Application {
                 .configure(http::routes)
         })
         .workers(threads_or_cpus(server_settings.workers))
-        .listen(listener)?
-        .run();
+        // Room for a thousand clients connecting at once (a burst of stream subscribers) without
+        // the kernel dropping connection attempts.
+        .backlog(LISTEN_BACKLOG)
+        .bind((server_settings.host.as_str(), server_settings.port))
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{}",
+                server_settings.host, server_settings.port
+            )
+        })?;
+        let port = server
+            .addrs()
+            .first()
+            .map(|address| address.port())
+            .context("the server bound no address")?;
+        let server = server.run();
         log::info!("listening address=http://{}:{port}", server_settings.host);
         Ok(Application {
             port,
