@@ -225,7 +225,10 @@ impl RunStream {
 
     /// Subscribes. `after: None` replays the buffer (starting with `metadata`); `Some(id)`
     /// replays the buffered events after that id (a reconnect with `Last-Event-ID`).
+    /// Without `resumable` the events carry no ids, so `after` is ignored: the subscriber gets
+    /// the replay buffer, then live events.
     pub fn subscribe(&self, after: Option<u64>) -> Subscription {
+        let after = after.filter(|_| self.resumable);
         let mut state = self.lock();
         let mut replay = VecDeque::new();
         let oldest = state.replay.front().map(|event| event.id);
@@ -238,7 +241,7 @@ impl RunStream {
                 }
             }
             Some(after) => {
-                if let Some(oldest) = oldest.filter(|oldest| after + 1 < *oldest) {
+                if let Some(oldest) = oldest.filter(|oldest| after.saturating_add(1) < *oldest) {
                     replay.push_back(Item::Gap { oldest });
                 }
             }
@@ -443,7 +446,19 @@ mod tests {
         let mut late = stream.subscribe(None);
         stream.end();
         assert_eq!(ids(&drain(&mut late).await), [1, 8, 9, 10]);
-        let mut gap = stream.subscribe(Some(2));
+        assert_eq!(
+            ids(&drain(&mut stream.subscribe(Some(2))).await),
+            [1, 8, 9, 10]
+        );
+        let resumable = RunStream::new(RunId::generate(), true, &limits(3, 100));
+        for step in 0..10 {
+            resumable.publish("values", &json!(step));
+        }
+        resumable.end();
+        assert!(drain(&mut resumable.subscribe(Some(u64::MAX)))
+            .await
+            .is_empty());
+        let mut gap = resumable.subscribe(Some(2));
         let items = drain(&mut gap).await;
         assert!(matches!(items[0], Item::Gap { oldest: 8 }));
         assert_eq!(ids(&items), [8, 9, 10]);

@@ -26,7 +26,8 @@ use crate::domain::JsonMap;
 use crate::storage::StorageError;
 pub use run::RunActor;
 pub use thread::{
-    CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, SubmitRun, ThreadActor, UpdateState,
+    CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, SubmitRun, SubscribeRun,
+    ThreadActor, UpdateState,
 };
 pub use thread_registry::{GetThread, ThreadRegistry};
 

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::run::{BeginRun, RunActor, StopRun};
+use super::thread_registry::{ForgetThread, ThreadRegistry};
 use super::{with_retries, RunOutcome, ThreadError};
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
@@ -56,6 +57,18 @@ pub struct RunAccepted {
 #[rtype(result = "Result<Option<oneshot::Receiver<RunOutcome>>, ThreadError>")]
 pub struct JoinRun {
     pub run_id: RunId,
+}
+
+/// Subscribes to a run's stream: while the run is in flight (its stream is ended only by this
+/// actor, so the subscription is sure to end), or while a finished run's events are retained.
+/// `None` when there is nothing to subscribe to. Sent by the join-stream endpoint.
+#[derive(Message)]
+#[rtype(result = "Option<Subscription>")]
+pub struct SubscribeRun {
+    pub run_id: RunId,
+    pub resumable: bool,
+    /// `Last-Event-ID`: replay the events after it.
+    pub after: Option<u64>,
 }
 
 /// Stops the named runs that are in flight (`interrupt` keeps them as `interrupted`, `rollback`
@@ -143,6 +156,8 @@ pub struct ThreadActor {
     hub: Arc<StreamHub>,
     /// In-flight stateless runs whose thread is deleted when they end.
     temporary: HashSet<RunId>,
+    /// Told when this actor's thread is gone for good.
+    registry: Addr<ThreadRegistry>,
 }
 
 impl ThreadActor {
@@ -152,6 +167,7 @@ impl ThreadActor {
         db: Db,
         graphs: Arc<GraphRegistry>,
         hub: Arc<StreamHub>,
+        registry: Addr<ThreadRegistry>,
     ) -> Self {
         Self {
             thread_id,
@@ -163,6 +179,7 @@ impl ThreadActor {
             timer: None,
             hub,
             temporary: HashSet::new(),
+            registry,
         }
     }
 
@@ -222,9 +239,12 @@ impl ThreadActor {
     }
 
     /// Forgets runs that storage has just stopped, and tells their waiters.
-    fn forget_stopped(&mut self, run_ids: &[RunId], action: CancelAction) {
+    /// Returns whether one of them was a stateless run whose thread is to be deleted.
+    fn forget_stopped(&mut self, run_ids: &[RunId], action: CancelAction) -> bool {
         self.queue.retain(|run| !run_ids.contains(&run.run_id));
+        let temporary_before = self.temporary.len();
         self.temporary.retain(|run_id| !run_ids.contains(run_id));
+        let stopped_temporary = self.temporary.len() < temporary_before;
         for run_id in run_ids {
             let (outcome, verb) = match action {
                 CancelAction::Interrupt => (RunOutcome::Interrupted, "interrupted"),
@@ -233,6 +253,7 @@ impl ThreadActor {
             log::info!("run {verb} run_id={run_id} thread_id={}", self.thread_id);
             self.resolve(*run_id, outcome);
         }
+        stopped_temporary
     }
 
     /// After a failed write that followed stopping a run, memory and storage may disagree:
@@ -273,6 +294,10 @@ impl ThreadActor {
             let error = RunError::new(
                 "ValueError",
                 format!("Graph '{graph_id}' is not configured on this server"),
+            );
+            self.hub.open(run_id, run.kwargs.resumable).publish(
+                "metadata",
+                &serde_json::json!({"run_id": run_id, "attempt": 1}),
             );
             return self.record_end(run_id, None, RunEnd::Failed(error));
         };
@@ -374,7 +399,7 @@ impl ThreadActor {
 
     /// A stateless run with `on_completion: "delete"` ended: the thread goes with its runs.
     fn delete_temporary_thread(&mut self, ctx: &mut Context<Self>) -> Step<()> {
-        if !self.queue.is_empty() {
+        if self.active.is_some() || !self.queue.is_empty() {
             // Someone queued more runs on this thread: it is no longer only the stateless run's.
             return self.start_next(ctx);
         }
@@ -384,7 +409,14 @@ impl ThreadActor {
             async move { with_retries("delete thread", || db.delete_thread(thread_id)).await },
         )
         .map(move |result, actor: &mut Self, _| match result {
-            Ok(()) => log::debug!("temporary thread deleted thread_id={}", actor.thread_id),
+            Ok(()) => {
+                log::debug!("temporary thread deleted thread_id={}", actor.thread_id);
+                // Nobody else knows this thread: the registry forgets its actor, which stops
+                // once the last address to it is dropped.
+                actor.registry.do_send(ForgetThread {
+                    thread_id: actor.thread_id,
+                });
+            }
             Err(error) => log::warn!(
                 "temporary thread not deleted thread_id={}: {error:#}",
                 actor.thread_id
@@ -533,6 +565,7 @@ impl Handler<SubmitRun> for ThreadActor {
                 }
                 Ok(run) => {
                     if let Some((action, stopped)) = stop {
+                        // A stateless run's thread that gets more runs is no longer temporary.
                         actor.forget_stopped(&stopped, action);
                     }
                     let outcome = wait.then(|| actor.add_waiter(run.run_id));
@@ -563,6 +596,19 @@ impl Handler<JoinRun> for ThreadActor {
             .in_flight()
             .contains(&message.run_id)
             .then(|| self.add_waiter(message.run_id)))
+    }
+}
+
+impl Handler<SubscribeRun> for ThreadActor {
+    type Result = Option<Subscription>;
+
+    fn handle(&mut self, message: SubscribeRun, _: &mut Context<Self>) -> Self::Result {
+        let stream = if self.in_flight().contains(&message.run_id) {
+            Some(self.hub.open(message.run_id, message.resumable))
+        } else {
+            self.hub.get(message.run_id)
+        };
+        stream.map(|stream| stream.subscribe(message.after))
     }
 }
 
@@ -599,11 +645,12 @@ impl Handler<CancelRuns> for ThreadActor {
         let steps = stopping.then(move |(), _, _| wrap_future(stopped)).then(
             move |result, actor: &mut Self, ctx| match result {
                 Ok(count) => {
-                    actor.forget_stopped(&targets, action);
-                    actor
-                        .start_next(ctx)
-                        .map(move |(), _, _| Ok(count))
-                        .boxed_local()
+                    let next = if actor.forget_stopped(&targets, action) {
+                        actor.delete_temporary_thread(ctx)
+                    } else {
+                        actor.start_next(ctx)
+                    };
+                    next.map(move |(), _, _| Ok(count)).boxed_local()
                 }
                 Err(error) => {
                     if stops_active {
@@ -640,7 +687,12 @@ impl Handler<DeleteRun> for ThreadActor {
                     actor.queue.retain(|run| run.run_id != run_id);
                     log::info!("run deleted run_id={run_id} thread_id={}", actor.thread_id);
                     actor.resolve(run_id, RunOutcome::Deleted);
-                    actor.start_next(ctx).map(|(), _, _| Ok(())).boxed_local()
+                    let next = if actor.temporary.remove(&run_id) {
+                        actor.delete_temporary_thread(ctx)
+                    } else {
+                        actor.start_next(ctx)
+                    };
+                    next.map(|(), _, _| Ok(())).boxed_local()
                 }
                 Err(error) => {
                     if is_active {

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::{Actor, Addr, ArbiterHandle, Context, Handler, Message, MessageResult, Supervisor};
+use actix::{
+    Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult, Supervisor,
+};
 
 use super::thread::ThreadActor;
 use crate::domain::ids::ThreadId;
@@ -18,6 +20,14 @@ use crate::stream::StreamHub;
 #[derive(Message)]
 #[rtype(result = "Addr<ThreadActor>")]
 pub struct GetThread {
+    pub thread_id: ThreadId,
+}
+
+/// Drops the registry's address of a thread actor whose thread is gone for good (a stateless
+/// run's temporary thread); the actor stops once no address to it remains. Sent by that actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetThread {
     pub thread_id: ThreadId,
 }
 
@@ -59,7 +69,8 @@ impl Actor for ThreadRegistry {
 impl Handler<GetThread> for ThreadRegistry {
     type Result = MessageResult<GetThread>;
 
-    fn handle(&mut self, message: GetThread, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, message: GetThread, ctx: &mut Context<Self>) -> Self::Result {
+        let registry = ctx.address();
         let thread_id = message.thread_id;
         let address = self.threads.entry(thread_id).or_insert_with(|| {
             let index = (thread_id.0.as_u128() % self.arbiters.len() as u128) as usize;
@@ -67,9 +78,17 @@ impl Handler<GetThread> for ThreadRegistry {
             let graphs = self.graphs.clone();
             let hub = self.hub.clone();
             Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
-                ThreadActor::new(thread_id, db, graphs, hub)
+                ThreadActor::new(thread_id, db, graphs, hub, registry)
             })
         });
         MessageResult(address.clone())
+    }
+}
+
+impl Handler<ForgetThread> for ThreadRegistry {
+    type Result = ();
+
+    fn handle(&mut self, message: ForgetThread, _: &mut Context<Self>) {
+        self.threads.remove(&message.thread_id);
     }
 }

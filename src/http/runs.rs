@@ -14,7 +14,7 @@ use super::extract::{self, json_body, CheckpointRef};
 use super::sse::{self, DisconnectGuard, ModeFilter};
 use super::{json_with_location, AppState};
 use crate::actors::{
-    CancelRuns, DeleteRun, JoinRun, RunAccepted, RunOutcome, SubmitRun, ThreadActor,
+    CancelRuns, DeleteRun, JoinRun, RunAccepted, RunOutcome, SubmitRun, SubscribeRun, ThreadActor,
 };
 use crate::domain::assistant::Assistant;
 use crate::domain::ids::{AssistantId, RunId, ThreadId};
@@ -312,14 +312,13 @@ enum Reply {
     Stream,
 }
 
-/// Validates a run request and hands the run to its thread's actor. `thread_id: None` makes a
-/// stateless run on a new temporary thread.
-async fn submit(
+/// Validates a run request into a run. `thread_id: None` makes a stateless run on a new
+/// temporary thread. Also says whether the client asked for `on_disconnect: "cancel"`.
+async fn prepare(
     state: &AppState,
     thread_id: Option<ThreadId>,
     request: RunCreate,
-    reply: Reply,
-) -> Result<(RunAccepted, Addr<ThreadActor>, bool), ApiError> {
+) -> Result<(NewRun, bool), ApiError> {
     let assistant = resolve_assistant(state, &request.assistant_id).await?;
     let cancel_on_disconnect = request.cancel_on_disconnect();
     let new_run = build_run(
@@ -328,6 +327,15 @@ async fn submit(
         &assistant,
         thread_id.is_none(),
     )?;
+    Ok((new_run, cancel_on_disconnect))
+}
+
+/// Hands a prepared run to its thread's actor.
+async fn submit(
+    state: &AppState,
+    new_run: NewRun,
+    reply: Reply,
+) -> Result<(RunAccepted, Addr<ThreadActor>), ApiError> {
     let thread = state.thread(new_run.thread_id).await?;
     let accepted = thread
         .send(SubmitRun {
@@ -336,7 +344,7 @@ async fn submit(
             subscribe: reply == Reply::Stream,
         })
         .await??;
-    Ok((accepted, thread, cancel_on_disconnect))
+    Ok((accepted, thread))
 }
 
 /// Answers a run-creating request the way its endpoint does.
@@ -347,14 +355,20 @@ async fn create_run(
     reply: Reply,
 ) -> Result<HttpResponse, ApiError> {
     let request: RunCreate = json_body(body)?;
-    let (accepted, thread, cancel_on_disconnect) = submit(state, thread_id, request, reply).await?;
+    let (new_run, cancel_on_disconnect) = prepare(state, thread_id, request).await?;
+    let (accepted, thread) = submit(state, new_run, reply).await?;
     let RunAccepted {
         run,
         outcome,
         subscription,
     } = accepted;
     let location = run_location(&run);
-    let guard = DisconnectGuard::new(cancel_on_disconnect, thread, run.run_id);
+    // Only a response that lasts as long as the run can see its client go away.
+    let guard = DisconnectGuard::new(
+        cancel_on_disconnect && reply != Reply::Run,
+        thread,
+        run.run_id,
+    );
     Ok(match (reply, subscription) {
         (Reply::Stream, Some(subscription)) => sse::events(
             subscription,
@@ -449,14 +463,23 @@ pub async fn batch(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
     let bodies: Vec<Value> = serde_json::from_slice(&body).map_err(|_| {
         ApiError::Validation("Invalid request body: expected a JSON array of run bodies".into())
     })?;
-    let mut requests = Vec::with_capacity(bodies.len());
+    let mut prepared = Vec::with_capacity(bodies.len());
     for (index, body) in bodies.into_iter().enumerate() {
-        let request: RunCreate = extract::from_value(body, &format!("request body item {index}"))?;
-        requests.push(request);
+        let what = format!("request body item {index}");
+        let request: RunCreate = extract::from_value(body, &what)?;
+        let (new_run, _) = prepare(&state, None, request)
+            .await
+            .map_err(|error| match error {
+                ApiError::Validation(detail) => ApiError::Validation(format!("{what}: {detail}")),
+                ApiError::BadRequest(detail) => ApiError::BadRequest(format!("{what}: {detail}")),
+                ApiError::NotFound(detail) => ApiError::NotFound(format!("{what}: {detail}")),
+                other => other,
+            })?;
+        prepared.push(new_run);
     }
-    let mut runs = Vec::with_capacity(requests.len());
-    for request in requests {
-        let (accepted, _, _) = submit(&state, None, request, Reply::Run).await?;
+    let mut runs = Vec::with_capacity(prepared.len());
+    for new_run in prepared {
+        let (accepted, _) = submit(&state, new_run, Reply::Run).await?;
         runs.push(accepted.run);
     }
     Ok(HttpResponse::Ok().json(runs))
@@ -596,25 +619,22 @@ pub async fn join_stream(
         }
         Err(other) => return Err(other.into()),
     };
-    let stream = if run.status.is_in_flight() {
-        let stream = state.hub.open(run_id, run.kwargs.resumable);
-        // The run may have ended between the read and the open: never leave a stream open
-        // that nothing will end.
-        let still = state.db.get_run(thread_id, run_id).await;
-        if !still.is_ok_and(|run| run.status.is_in_flight()) {
-            state.hub.finish(run_id);
-        }
-        Some(stream)
-    } else {
-        state.hub.get(run_id)
-    };
-    let Some(stream) = stream else {
+    // The thread actor subscribes: it alone ends run streams, so the subscription cannot
+    // race the run's end.
+    let thread = state.thread(thread_id).await?;
+    let subscription = thread
+        .send(SubscribeRun {
+            run_id,
+            resumable: run.kwargs.resumable,
+            after,
+        })
+        .await?;
+    let Some(subscription) = subscription else {
         return Ok(sse::empty());
     };
-    let subscription = stream.subscribe(after);
     let guard = DisconnectGuard::new(
         run.status.is_in_flight() && extract::flag(&pairs, "cancel_on_disconnect"),
-        state.thread(thread_id).await?,
+        thread,
         run_id,
     );
     let location = format!("/threads/{thread_id}/runs/{run_id}");

@@ -374,6 +374,12 @@ async fn resumable_ids_increase_and_last_event_id_resumes_exactly_after_it() {
             .collect::<Vec<_>>(),
         ids
     );
+    let huge = join_stream(&app, &thread_id, &run_id, Some(&u64::MAX.to_string())).await;
+    assert!({
+        let mut huge = huge;
+        huge.collect().await
+    }
+    .is_empty());
     for after in [
         1,
         2,
@@ -454,6 +460,10 @@ async fn a_late_joiner_gets_the_replay_buffer_then_live_events_and_a_filter() {
     .await;
     assert_eq!(everything.next().await.unwrap().name, "metadata");
     assert_eq!(everything.next().await.unwrap().name, "values");
+    // A Last-Event-ID means nothing without ids: such a join still gets the replay buffer.
+    let mut with_id = join_stream(&app, &thread_id, &run_id, Some("3")).await;
+    assert_eq!(with_id.next().await.unwrap().name, "metadata");
+    assert_eq!(with_id.next().await.unwrap().name, "values");
     app.gates.open("late");
     let rest = everything.collect().await;
     assert_eq!(names(&rest), ["updates", "values", "updates", "values"]);
@@ -503,6 +513,20 @@ async fn on_disconnect_cancel_interrupts_the_run_and_continue_keeps_it() {
     drop(reader);
     wait_for_run_status(&app, &cancelled, &run, "interrupted").await;
     app.wait_for_thread_status(&cancelled, "interrupted").await;
+
+    // A background run ignores on_disconnect: its response ends at once, the run goes on.
+    let background = app.create_thread().await;
+    let reply = app
+        .create_run(
+            &background,
+            gated("bg", "background", json!({"on_disconnect": "cancel"})),
+        )
+        .await;
+    let run = run_id(&reply);
+    app.gates.arrivals("background", 1).await;
+    app.gates.open("background");
+    app.join(&background, &run).await;
+    assert_eq!(app.run_status(&background, &run).await, "success");
 
     // The default (continue): the run goes on and succeeds.
     let kept = app.create_thread().await;
@@ -774,7 +798,55 @@ async fn stateless_runs_delete_their_thread_unless_asked_to_keep_it() {
         .await;
     assert_eq!(bad.status, 422);
     assert!(bad.detail().contains("item 1"), "{}", bad.detail());
+    let mut bad_mode = body(Some("keep"));
+    bad_mode["stream_mode"] = json!("bogus");
+    let bad = app
+        .post("/runs/batch", json!([body(Some("keep")), bad_mode]))
+        .await;
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+    assert!(
+        bad.detail().starts_with("request body item 1"),
+        "{}",
+        bad.detail()
+    );
+    let unknown = app
+        .post(
+            "/runs/batch",
+            json!([body(Some("keep")), {"assistant_id": uuid()}]),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
     assert_eq!(app.row_counts().await, before);
+
+    // A cancelled stateless run's thread goes too, by cancel or by its client going away.
+    let mut reader = open(
+        &app,
+        reqwest::Method::POST,
+        "/runs/stream",
+        Some(json!({"assistant_id": "gated", "input": {"messages": "x"}, "config": {"configurable": {"gate": "stateless"}}, "on_disconnect": "cancel"})),
+    )
+    .await;
+    let location = reader.header("content-location");
+    assert_eq!(reader.next().await.unwrap().name, "metadata");
+    app.gates.arrivals("stateless", 1).await;
+    drop(reader);
+    wait_for_gone(&app, location.split("/runs/").next().unwrap()).await;
+    let run = app
+        .post("/runs", json!({"assistant_id": "gated", "input": {"messages": "x"}, "config": {"configurable": {"gate": "stateless-cancel"}}}))
+        .await;
+    let thread_id = run.body["thread_id"].as_str().unwrap();
+    app.gates.arrivals("stateless-cancel", 1).await;
+    let cancel = app
+        .post(
+            &format!(
+                "/threads/{thread_id}/runs/{}/cancel",
+                run.body["run_id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancel.status, 202);
+    wait_for_gone(&app, &format!("/threads/{thread_id}")).await;
     let resume = app
         .post(
             "/runs",
