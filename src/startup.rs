@@ -112,6 +112,12 @@ impl Application {
                 .configure(http::routes)
         })
         .workers(threads_or_cpus(server_settings.workers))
+        // Stream events and the end of a chunked body go out at once, not after a delayed ACK.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         // Room for a thousand clients connecting at once (a burst of stream subscribers) without
         // the kernel dropping connection attempts.
         .backlog(LISTEN_BACKLOG)

@@ -394,6 +394,7 @@ async fn create_run(
                 location.clone(),
                 format!("{location}/join"),
             )
+            .await
         }
         _ => json_with_location(&run, location, None),
     })
@@ -556,7 +557,8 @@ pub async fn join(
         guard,
         location.clone(),
         format!("{location}/join"),
-    ))
+    )
+    .await)
 }
 
 /// The `stream_mode` of a join: repeated parameters, each a mode or a JSON array of modes.

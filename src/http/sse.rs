@@ -12,7 +12,7 @@ use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
@@ -208,20 +208,30 @@ struct WaitState {
     guard: DisconnectGuard,
 }
 
-/// A 200 JSON response whose body is `result` once ready, preceded by a `\n` per heartbeat
-/// while waiting (JSON parsers skip leading whitespace).
-pub fn keep_alive_json(
-    result: BoxFuture<'static, Value>,
+/// A 200 JSON response whose body is `result` once ready. A result ready within one heartbeat
+/// is a plain JSON body; otherwise the body starts at once and gets a `\n` per heartbeat while
+/// waiting (JSON parsers skip leading whitespace).
+pub async fn keep_alive_json(
+    mut result: BoxFuture<'static, Value>,
     heartbeat: Duration,
-    guard: DisconnectGuard,
+    mut guard: DisconnectGuard,
     content_location: String,
     location: String,
 ) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_LOCATION, content_location))
+        .insert_header((header::LOCATION, location));
+    if let Ok(value) = tokio::time::timeout(heartbeat, &mut result).await {
+        guard.finish();
+        return response.json(value);
+    }
     let state = WaitState {
         result: Some(result),
         heartbeat: heartbeat_timer(heartbeat),
         guard,
     };
+    let keep_alive = stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"\n")) });
     let body = stream::unfold(state, |mut state| async move {
         let result = state.result.as_mut()?;
         tokio::select! {
@@ -234,11 +244,9 @@ pub fn keep_alive_json(
             _ = state.heartbeat.tick() => Some((Ok(Bytes::from_static(b"\n")), state)),
         }
     });
-    HttpResponse::Ok()
+    response
         .insert_header((header::CONTENT_TYPE, "application/json"))
-        .insert_header((header::CONTENT_LOCATION, content_location))
-        .insert_header((header::LOCATION, location))
-        .streaming(body)
+        .streaming(keep_alive.chain(body))
 }
 
 #[cfg(test)]
