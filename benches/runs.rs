@@ -6,60 +6,19 @@
 //!
 //! `cargo bench --bench runs` (options: `-- --sequential N --seconds S --clients C`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/binary.rs"]
+mod binary;
+
+use binary::Server;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    url: String,
-    _directory: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_server() -> Server {
-    let directory = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .args(["serve", "--port", "0", "--config"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/spindle.toml"))
-        .arg("--database")
-        .arg(directory.path().join("bench.db"))
-        // The harness reads the bound port from the start-up log line, whatever the level asked for.
-        .env(
-            "RUST_LOG",
-            format!(
-                "{},spindle::startup=info",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())
-            ),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the spindle binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("the server logs its address").unwrap();
-        if let Some((_, address)) = line.split_once("listening address=") {
-            break address.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        url,
-        _directory: directory,
-    }
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    Server::start(&level, |_| {})
 }
 
 async fn create_thread(client: &reqwest::Client, url: &str) -> String {

@@ -20,9 +20,12 @@
 //! server, to see whether its memory levels off). Exits with status 1 when an event is lost,
 //! reordered or duplicated, a stream fails, hangs or is cut off, or a run does not succeed.
 
+#[path = "../tests/support/binary.rs"]
+mod binary;
+
+use binary::Server;
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,65 +40,14 @@ const FANOUT_MODES: [&str; 5] = ["values", "updates", "messages-tuple", "debug",
 /// The modes of the `runs` scenario; `debug` is there for its timestamps (latency).
 const RUN_MODES: [&str; 4] = ["values", "updates", "messages-tuple", "debug"];
 
-struct Server {
-    child: Child,
-    url: String,
-    _directory: tempfile::TempDir,
-}
-
-impl Server {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_server() -> Server {
-    let directory = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .args(["serve", "--port", "0", "--config"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/spindle.toml"))
-        .arg("--database")
-        .arg(directory.path().join("bench.db"))
-        // The harness reads the bound port from the start-up log line, whatever the level asked for.
-        .env(
-            "RUST_LOG",
-            format!(
-                "{},spindle::startup=info",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())
-            ),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the spindle binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("the server logs its address").unwrap();
-        if let Some((_, address)) = line.split_once("listening address=") {
-            break address.trim().to_owned();
-        }
-    };
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     // Forward warnings (a cut-off subscriber, a failed write) so they show next to the figures.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if line.contains("WARN") || line.contains("ERROR") {
-                eprintln!("server: {line}");
-            }
+    Server::start(&level, |line| {
+        if line.contains("WARN") || line.contains("ERROR") {
+            eprintln!("server: {line}");
         }
-    });
-    Server {
-        child,
-        url,
-        _directory: directory,
-    }
+    })
 }
 
 fn option<T: FromStr>(name: &str, default: T) -> T {

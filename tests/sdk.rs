@@ -3,9 +3,12 @@
 //! with its own database. Runs the seed program unchanged (only its URL is pointed at
 //! the test server) and `tests/sdk/conformance.py`.
 
-use std::io::{BufRead, BufReader};
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::Server;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 const PACKAGES: [&str; 2] = ["langgraph-sdk==0.4.14", "langchain-core==1.7.2"];
@@ -47,55 +50,6 @@ fn python() -> &'static Path {
     })
 }
 
-/// The real binary on port 0 with a fresh database; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    _directory: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let directory = tempfile::tempdir().unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-            .args(["serve", "--port", "0", "--config"])
-            .arg(root.join("config/spindle.toml"))
-            .arg("--database")
-            .arg(directory.path().join("spindle.db"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the spindle binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server logs its address before exiting")
-                .unwrap();
-            if let Some((_, address)) = line.split_once("listening address=") {
-                break address.trim().to_owned();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            url,
-            _directory: directory,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs a Python program against `server`; returns its stdout, failing the test on a non-zero exit.
 fn run_python(server: &Server, source: &str) -> String {
     let output = Command::new(python())
@@ -116,7 +70,7 @@ fn run_python(server: &Server, source: &str) -> String {
 
 #[test]
 fn the_seed_program_runs_unchanged_and_rolls_back_the_first_run() {
-    let server = Server::start();
+    let server = Server::start("info", |_| {});
     let seed = include_str!("sdk/seed.py");
     assert!(seed.contains("http://127.0.0.1:8123"));
     let output = run_python(&server, &seed.replace("http://127.0.0.1:8123", &server.url));
@@ -149,7 +103,7 @@ fn the_seed_program_runs_unchanged_and_rolls_back_the_first_run() {
 
 #[test]
 fn every_strategy_and_resource_works_through_the_python_sdk() {
-    let server = Server::start();
+    let server = Server::start("info", |_| {});
     let output = run_python(&server, include_str!("sdk/conformance.py"));
     for check in [
         "check_reject",

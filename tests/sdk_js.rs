@@ -2,9 +2,12 @@
 //! by this test under the target directory) run by Node against the real `spindle` binary on
 //! port 0 with its own database. Runs `tests/sdk/conformance.mjs`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::Server;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 const SDK: &str = "@langchain/langgraph-sdk@2.0.0";
 
@@ -27,55 +30,6 @@ fn install() -> PathBuf {
     directory
 }
 
-/// The real binary on port 0 with a fresh database; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    _directory: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let directory = tempfile::tempdir().unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-            .args(["serve", "--port", "0", "--config"])
-            .arg(root.join("config/spindle.toml"))
-            .arg("--database")
-            .arg(directory.path().join("spindle.db"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the spindle binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server logs its address before exiting")
-                .unwrap();
-            if let Some((_, address)) = line.split_once("listening address=") {
-                break address.trim().to_owned();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            url,
-            _directory: directory,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn streams_joins_waits_and_rollback_work_through_the_javascript_sdk() {
     let directory = install();
@@ -85,7 +39,7 @@ fn streams_joins_waits_and_rollback_work_through_the_javascript_sdk() {
     let partial = directory.join(format!("conformance.mjs.{}", std::process::id()));
     std::fs::write(&partial, include_str!("sdk/conformance.mjs")).unwrap();
     std::fs::rename(&partial, &program).unwrap();
-    let server = Server::start();
+    let server = Server::start("info", |_| {});
     let output = Command::new("node")
         .arg(&program)
         .current_dir(&directory)
