@@ -96,6 +96,13 @@ pub struct ModelInfo {
     pub lc_run_id: Uuid,
 }
 
+/// What an `events` event is about.
+enum Scope<'a> {
+    Graph,
+    Node(&'a TaskInfo),
+    Model(&'a TaskInfo, &'a ModelInfo),
+}
+
 /// Renders a run's happenings for the stream modes it asked for.
 pub struct Emitter {
     stream: Option<Arc<RunStream>>,
@@ -190,20 +197,7 @@ impl Emitter {
     /// `metadata`: the first event of every run stream.
     pub fn run_started(&self, input: Option<&Value>) {
         self.publish("metadata", &json!({"run_id": self.run_id, "attempt": 1}));
-        if self.wants(Modes::EVENTS) {
-            self.publish(
-                "events",
-                &json!({
-                    "event": "on_chain_start",
-                    "data": {"input": input},
-                    "name": "LangGraph",
-                    "tags": [],
-                    "run_id": self.graph_lc_run_id,
-                    "metadata": self.task_metadata,
-                    "parent_ids": [],
-                }),
-            );
-        }
+        self.lc_event("on_chain_start", Scope::Graph, json!({"input": input}));
     }
 
     /// The checkpoints written when the run started, with `values` after the input applied.
@@ -298,20 +292,7 @@ impl Emitter {
                 self.publish("tasks", &payload);
             }
         }
-        if self.wants(Modes::EVENTS) {
-            self.publish(
-                "events",
-                &json!({
-                    "event": "on_chain_start",
-                    "data": {"input": input},
-                    "name": task.node,
-                    "tags": [format!("graph:step:{}", task.step)],
-                    "run_id": task.lc_run_id,
-                    "metadata": self.message_metadata(task, None),
-                    "parent_ids": [self.graph_lc_run_id],
-                }),
-            );
-        }
+        self.lc_event("on_chain_start", Scope::Node(task), json!({"input": input}));
     }
 
     /// A node finished with `update`: its messages not streamed already, `updates`, `debug`
@@ -346,20 +327,7 @@ impl Emitter {
                 self.publish("tasks", &payload);
             }
         }
-        if self.wants(Modes::EVENTS) {
-            self.publish(
-                "events",
-                &json!({
-                    "event": "on_chain_end",
-                    "data": {"output": update},
-                    "run_id": task.lc_run_id,
-                    "name": task.node,
-                    "tags": [format!("graph:step:{}", task.step)],
-                    "metadata": self.message_metadata(task, None),
-                    "parent_ids": [self.graph_lc_run_id],
-                }),
-            );
-        }
+        self.lc_event("on_chain_end", Scope::Node(task), json!({"output": update}));
     }
 
     /// The run stopped at a static breakpoint: `updates` gets `{"__interrupt__": []}`.
@@ -371,20 +339,49 @@ impl Emitter {
 
     /// The run finished: `on_chain_end` of the graph.
     pub fn run_finished(&self, values: &JsonMap) {
-        if self.wants(Modes::EVENTS) {
-            self.publish(
-                "events",
-                &json!({
-                    "event": "on_chain_end",
-                    "data": {"output": values},
-                    "run_id": self.graph_lc_run_id,
-                    "name": "LangGraph",
-                    "tags": [],
-                    "metadata": self.task_metadata,
-                    "parent_ids": [],
-                }),
-            );
+        self.lc_event("on_chain_end", Scope::Graph, json!({"output": values}));
+    }
+
+    /// An `events` event (LangChain `astream_events` v2 shape) about the graph, a node or a model.
+    fn lc_event(&self, event: &str, scope: Scope, data: Value) {
+        if !self.wants(Modes::EVENTS) {
+            return;
         }
+        let (name, tags, run_id, metadata, parent_ids) = match scope {
+            Scope::Graph => (
+                json!("LangGraph"),
+                json!([]),
+                self.graph_lc_run_id,
+                Value::Object(self.task_metadata.clone()),
+                json!([]),
+            ),
+            Scope::Node(task) => (
+                json!(task.node),
+                json!([format!("graph:step:{}", task.step)]),
+                task.lc_run_id,
+                self.message_metadata(task, None),
+                json!([self.graph_lc_run_id]),
+            ),
+            Scope::Model(task, model) => (
+                json!(model.model),
+                json!(["seq:step:1"]),
+                model.lc_run_id,
+                self.message_metadata(task, Some(model)),
+                json!([self.graph_lc_run_id, task.lc_run_id]),
+            ),
+        };
+        self.publish(
+            "events",
+            &json!({
+                "event": event,
+                "data": data,
+                "name": name,
+                "tags": tags,
+                "run_id": run_id,
+                "metadata": metadata,
+                "parent_ids": parent_ids,
+            }),
+        );
     }
 
     /// `custom`: whatever a node writes.
@@ -437,20 +434,11 @@ impl Emitter {
 
     /// A chat model call starts (`events`: `on_chat_model_start`).
     pub fn model_started(&self, task: &TaskInfo, model: &ModelInfo, messages: &[Value]) {
-        if self.wants(Modes::EVENTS) {
-            self.publish(
-                "events",
-                &json!({
-                    "event": "on_chat_model_start",
-                    "data": {"input": {"messages": [messages]}},
-                    "name": model.model,
-                    "tags": [format!("seq:step:1")],
-                    "run_id": model.lc_run_id,
-                    "metadata": self.message_metadata(task, Some(model)),
-                    "parent_ids": [self.graph_lc_run_id, task.lc_run_id],
-                }),
-            );
-        }
+        self.lc_event(
+            "on_chat_model_start",
+            Scope::Model(task, model),
+            json!({"input": {"messages": [messages]}}),
+        );
     }
 
     /// A chat model produced a chunk (`AIMessageChunk` dict; chunks of one message share an
@@ -501,38 +489,20 @@ impl Emitter {
             }
             self.publish("messages/partial", &json!([accumulated]));
         }
-        if self.modes.has(Modes::EVENTS) {
-            self.publish(
-                "events",
-                &json!({
-                    "event": "on_chat_model_stream",
-                    "data": {"chunk": chunk},
-                    "run_id": model.lc_run_id,
-                    "name": model.model,
-                    "tags": ["seq:step:1"],
-                    "metadata": metadata,
-                    "parent_ids": [self.graph_lc_run_id, task.lc_run_id],
-                }),
-            );
-        }
+        self.lc_event(
+            "on_chat_model_stream",
+            Scope::Model(task, model),
+            json!({ "chunk": chunk }),
+        );
     }
 
     /// A chat model call ended with `message` (`events`: `on_chat_model_end`).
     pub fn model_finished(&self, task: &TaskInfo, model: &ModelInfo, message: &Value) {
-        if self.wants(Modes::EVENTS) {
-            self.publish(
-                "events",
-                &json!({
-                    "event": "on_chat_model_end",
-                    "data": {"output": message},
-                    "run_id": model.lc_run_id,
-                    "name": model.model,
-                    "tags": ["seq:step:1"],
-                    "metadata": self.message_metadata(task, Some(model)),
-                    "parent_ids": [self.graph_lc_run_id, task.lc_run_id],
-                }),
-            );
-        }
+        self.lc_event(
+            "on_chat_model_end",
+            Scope::Model(task, model),
+            json!({"output": message}),
+        );
     }
 }
 
