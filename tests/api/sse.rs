@@ -72,6 +72,18 @@ impl SseReader {
         }
     }
 
+    /// The next bytes received, unparsed (for checking heartbeats while nothing else happens).
+    pub async fn raw_chunk(&mut self) -> Vec<u8> {
+        assert!(self.buffer.is_empty(), "unparsed bytes are pending");
+        let chunk = tokio::time::timeout(DEADLINE, self.response.chunk())
+            .await
+            .expect("the stream sends something in time")
+            .expect("the stream is readable")
+            .expect("the stream is still open");
+        self.raw.extend_from_slice(&chunk);
+        chunk.to_vec()
+    }
+
     /// Every remaining event until the stream ends.
     pub async fn collect(&mut self) -> Vec<SseEvent> {
         let mut events = vec![];

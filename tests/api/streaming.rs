@@ -460,6 +460,8 @@ async fn a_late_joiner_gets_the_replay_buffer_then_live_events_and_a_filter() {
     .await;
     assert_eq!(everything.next().await.unwrap().name, "metadata");
     assert_eq!(everything.next().await.unwrap().name, "values");
+    // While the run waits at its gate, heartbeats keep the stream alive.
+    assert_eq!(everything.raw_chunk().await, b": heartbeat\r\n\r\n");
     // A Last-Event-ID means nothing without ids: such a join still gets the replay buffer.
     let mut with_id = join_stream(&app, &thread_id, &run_id, Some("3")).await;
     assert_eq!(with_id.next().await.unwrap().name, "metadata");
