@@ -624,6 +624,52 @@ async fn a_rolled_back_run_s_stream_ends_cleanly_and_promptly() {
 }
 
 #[tokio::test]
+async fn interrupted_deleted_and_cancelled_runs_end_their_streams_without_an_error() {
+    let app = spawn_app().await;
+    for (index, how) in ["interrupt", "delete", "cancel", "delete thread"]
+        .iter()
+        .enumerate()
+    {
+        let thread_id = app.create_thread().await;
+        let gate = format!("held-{index}");
+        let mut reader = stream_run(&app, &thread_id, gated("held", &gate, json!({}))).await;
+        let run = reader
+            .header("content-location")
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(reader.next().await.unwrap().name, "metadata");
+        app.gates.arrivals(&gate, 1).await;
+        match *how {
+            "interrupt" => {
+                let next = gated("next", "open", json!({"multitask_strategy": "interrupt"}));
+                assert_eq!(app.create_run(&thread_id, next).await.status, 200);
+            }
+            "delete" => {
+                let path = format!("/threads/{thread_id}/runs/{run}");
+                assert_eq!(app.delete(&path).await.status, 204);
+            }
+            "cancel" => {
+                let path = format!("/threads/{thread_id}/runs/{run}/cancel");
+                assert_eq!(app.post(&path, json!({})).await.status, 202);
+            }
+            _ => assert_eq!(
+                app.delete(&format!("/threads/{thread_id}")).await.status,
+                204
+            ),
+        }
+        let rest = reader.collect().await;
+        assert!(
+            rest.iter().all(|event| event.name == "values"),
+            "{how}: {:?}",
+            names(&rest)
+        );
+    }
+    app.gates.open("open");
+}
+
+#[tokio::test]
 async fn a_stalled_subscriber_is_cut_off_and_the_others_get_everything() {
     let app = spawn_app_with(|settings| settings.stream.subscriber_events = 256).await;
     let thread_id = app.create_thread().await;
