@@ -448,3 +448,68 @@ async fn unknown_routes_wrong_methods_and_huge_bodies_get_json_errors() {
     );
     assert_eq!(app.row_counts().await, before);
 }
+
+#[tokio::test]
+async fn streaming_and_stateless_endpoints_refuse_bad_input_before_anything_runs() {
+    let app = spawn_app().await;
+    let thread_id = app.create_thread().await;
+    let stream = format!("/threads/{thread_id}/runs/stream");
+    for (path, body, expected) in [
+        (stream.as_str(), json!({"input": {}}), "assistant_id"),
+        (
+            stream.as_str(),
+            json!({"assistant_id": "agent", "on_disconnect": "later"}),
+            "on_disconnect",
+        ),
+        (
+            stream.as_str(),
+            json!({"assistant_id": "agent", "stream_mode": ["values", "tools"]}),
+            "stream_mode",
+        ),
+        ("/runs/stream", json!({"assistant_id": 3}), "assistant_id"),
+        (
+            "/runs/wait",
+            json!({"assistant_id": "agent", "on_completion": "archive"}),
+            "on_completion",
+        ),
+        (
+            "/runs",
+            json!({"assistant_id": "agent", "stream_resumable": "yes"}),
+            "stream_resumable",
+        ),
+        (
+            "/runs/batch",
+            json!({"assistant_id": "agent"}),
+            "JSON array",
+        ),
+    ] {
+        refused(&app, Method::POST, path, Some(body), 422, expected).await;
+    }
+    let run = crate::helpers::run_id(
+        &app.create_run(&thread_id, json!({"assistant_id": "echo", "input": {}}))
+            .await,
+    );
+    let join = format!("/threads/{thread_id}/runs/{run}/stream");
+    refused(
+        &app,
+        Method::GET,
+        &format!("{join}?stream_mode=bogus"),
+        None,
+        422,
+        "bogus",
+    )
+    .await;
+    let reply = app
+        .client
+        .get(format!("{}{join}", app.address))
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 422);
+    let body: Value = reply.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("Last-Event-ID"),
+        "{body}"
+    );
+}
