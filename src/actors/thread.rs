@@ -26,7 +26,7 @@ use crate::domain::ids::{CheckpointId, RunId, ThreadId};
 use crate::domain::multitask::{decide, CancelAction, Decision};
 use crate::domain::run::{IfNotExists, NewRun, Run, RunError, RunStatus};
 use crate::domain::JsonMap;
-use crate::graph::{executor, GraphRegistry};
+use crate::graph::{emit, executor, GraphRegistry};
 use crate::storage::{Db, FinishRun, InsertRun, StorageError};
 use crate::stream::{StreamHub, Subscription};
 
@@ -295,10 +295,9 @@ impl ThreadActor {
                 "ValueError",
                 format!("Graph '{graph_id}' is not configured on this server"),
             );
-            self.hub.open(run_id, run.kwargs.resumable).publish(
-                "metadata",
-                &serde_json::json!({"run_id": run_id, "attempt": 1}),
-            );
+            self.hub
+                .open(run_id, run.kwargs.resumable)
+                .publish("metadata", &emit::metadata_event(run_id));
             return self.record_end(run_id, None, RunEnd::Failed(error));
         };
         let stream = self.hub.open(run_id, run.kwargs.resumable);

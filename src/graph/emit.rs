@@ -96,6 +96,11 @@ pub struct ModelInfo {
     pub lc_run_id: Uuid,
 }
 
+/// The data of the `metadata` event that opens every run stream.
+pub fn metadata_event(run_id: RunId) -> Value {
+    json!({"run_id": run_id, "attempt": 1})
+}
+
 /// What an `events` event is about.
 enum Scope<'a> {
     Graph,
@@ -196,7 +201,7 @@ impl Emitter {
 
     /// `metadata`: the first event of every run stream.
     pub fn run_started(&self, input: Option<&Value>) {
-        self.publish("metadata", &json!({"run_id": self.run_id, "attempt": 1}));
+        self.publish("metadata", &metadata_event(self.run_id));
         self.lc_event("on_chain_start", Scope::Graph, json!({"input": input}));
     }
 
