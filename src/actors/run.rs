@@ -19,7 +19,7 @@ use crate::domain::checkpoint::Checkpoint;
 use crate::domain::run::{Run, RunError};
 use crate::graph::emit::{Emitter, Modes};
 use crate::graph::executor::{
-    self, Begin, CheckpointSink, Finish, Halt, RunPlan, DEFAULT_RECURSION_LIMIT,
+    self, Begin, CheckpointSink, Command, Finish, Halt, RunPlan, DEFAULT_RECURSION_LIMIT,
 };
 use crate::graph::Graph;
 use crate::storage::{Db, StorageError};
@@ -95,6 +95,11 @@ impl RunActor {
             &kwargs.configurable(),
         );
         RunPlan {
+            // Validated when the run was created.
+            command: kwargs
+                .command
+                .as_ref()
+                .and_then(|command| Command::parse(command).ok()),
             emitter: Arc::new(emitter),
             graph: self.graph.clone(),
             thread_id: self.run.thread_id,
@@ -136,10 +141,17 @@ impl RunActor {
         ctx: &mut Context<Self>,
     ) {
         let end = match result {
-            Ok(Ok(finish)) => Some(RunEnd::Success {
-                values: Arc::new(finish.values),
-                next: finish.next,
-            }),
+            Ok(Ok(finish)) => {
+                let mut values = finish.values;
+                if !finish.interrupts.is_empty() {
+                    let chunks = finish.interrupts.iter().map(|i| i.to_chunk()).collect();
+                    values.insert("__interrupt__".into(), serde_json::Value::Array(chunks));
+                }
+                Some(RunEnd::Success {
+                    values: Arc::new(values),
+                    next: finish.next,
+                })
+            }
             Ok(Err(Halt::Failed(error))) => Some(RunEnd::Failed(error)),
             // Fenced: storage no longer has this run in flight. When the thread actor stopped it,
             // it ignores this report; otherwise the run was removed behind its back and the

@@ -49,9 +49,27 @@ pub struct TaskRecord {
     /// The error the task failed with, when the run failed in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The task's input/result where known (the run input for `__start__`).
+    /// The task's input/result where known (the run input for `__start__`; the update of a task
+    /// that completed in a superstep another task interrupted, reused when the run resumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// Dynamic interrupts raised by this task, pending until a run resumes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupts: Vec<Interrupt>,
+}
+
+/// A pending dynamic interrupt: the value a node paused with, and the id a resume names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interrupt {
+    pub id: String,
+    pub value: Value,
+}
+
+impl Interrupt {
+    /// The wire form in `values` and `updates` stream chunks and `/wait` results.
+    pub fn to_chunk(&self) -> Value {
+        json!({"value": self.value, "id": self.id, "response_schema": null})
+    }
 }
 
 /// One persisted checkpoint of a thread.
@@ -95,7 +113,7 @@ impl Checkpoint {
                     "name": task.name,
                     "path": ["__pregel_pull", task.name],
                     "error": task.error,
-                    "interrupts": [],
+                    "interrupts": task.interrupts,
                     "checkpoint": null,
                     "state": null,
                     "result": task.result,
@@ -111,10 +129,27 @@ impl Checkpoint {
             "checkpoint": checkpoint_ref(self.thread_id, &self.checkpoint_ns, self.checkpoint_id),
             "parent_checkpoint": self.parent_checkpoint_id
                 .map(|parent| checkpoint_ref(self.thread_id, &self.checkpoint_ns, parent)),
-            "interrupts": [],
+            "interrupts": self.interrupts(),
             "checkpoint_id": self.checkpoint_id,
             "parent_checkpoint_id": self.parent_checkpoint_id,
         })
+    }
+
+    /// Every pending interrupt, task by task.
+    pub fn interrupts(&self) -> Vec<&Interrupt> {
+        self.tasks
+            .iter()
+            .flat_map(|task| &task.interrupts)
+            .collect()
+    }
+
+    /// A thread's `interrupts`: `{task_id: [{id, value}]}` for the tasks with some.
+    pub fn interrupts_by_task(&self) -> JsonMap {
+        self.tasks
+            .iter()
+            .filter(|task| !task.interrupts.is_empty())
+            .map(|task| (task.id.to_string(), json!(task.interrupts)))
+            .collect()
     }
 
     /// A reference to this checkpoint: `{thread_id, checkpoint_ns, checkpoint_id}`.
@@ -164,6 +199,7 @@ mod tests {
                 name: "tools".into(),
                 error: None,
                 result: None,
+                interrupts: vec![],
             }],
             metadata: JsonMap::new(),
             created_at: Timestamp::now(),

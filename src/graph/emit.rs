@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::domain::checkpoint::Checkpoint;
+use crate::domain::checkpoint::{Checkpoint, Interrupt};
 use crate::domain::ids::{RunId, ThreadId};
 use crate::domain::time::Timestamp;
 use crate::domain::JsonMap;
@@ -340,6 +340,21 @@ impl Emitter {
         if self.wants(Modes::UPDATES) {
             self.publish("updates", &json!({"__interrupt__": []}));
         }
+    }
+
+    /// The run paused at dynamic interrupts: `updates` `{"__interrupt__": […]}`, then the state
+    /// with `__interrupt__` as a `values` chunk (sent even when only `updates` was asked for).
+    pub fn interrupted(&self, values: &JsonMap, interrupts: &[Interrupt]) {
+        if self.stream.is_none() {
+            return;
+        }
+        let chunks: Vec<Value> = interrupts.iter().map(Interrupt::to_chunk).collect();
+        if self.wants(Modes::UPDATES) {
+            self.publish("updates", &json!({"__interrupt__": chunks}));
+        }
+        let mut state = values.clone();
+        state.insert("__interrupt__".into(), Value::Array(chunks));
+        self.publish("values", &Value::Object(state));
     }
 
     /// The run finished: `on_chain_end` of the graph.

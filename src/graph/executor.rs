@@ -3,6 +3,7 @@
 //! its own task, then their updates merged through the reducers and one checkpoint handed to the
 //! `CheckpointSink` before the next step. Dropping the `execute` future aborts the node tasks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -10,9 +11,9 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use super::emit::{Emitter, NodeStream, TaskInfo};
-use super::nodes::NodeInput;
+use super::nodes::{NodeInput, INTERRUPT_ERROR};
 use super::{Graph, START};
-use crate::domain::checkpoint::{Checkpoint, CheckpointSource, TaskRecord};
+use crate::domain::checkpoint::{Checkpoint, CheckpointSource, Interrupt, TaskRecord};
 use crate::domain::ids::{task_id, CheckpointId, RunId, ThreadId};
 use crate::domain::run::{Breakpoints, RunError};
 use crate::domain::time::Timestamp;
@@ -38,6 +39,66 @@ pub struct RunPlan {
     pub interrupt_after: Vec<Breakpoints>,
     /// Renders what happens for the run's stream.
     pub emitter: Arc<Emitter>,
+    /// `command`: resume interrupts, update the state, go to nodes. Takes precedence over input.
+    pub command: Option<Command>,
+}
+
+/// A run's `command`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Command {
+    /// The value for the pending interrupt, or `{interrupt_id: value, …}`.
+    pub resume: Option<Value>,
+    /// A state update applied through the reducers before continuing.
+    pub update: Option<JsonMap>,
+    /// Nodes to run next instead of the pending ones.
+    pub goto: Vec<String>,
+}
+
+impl Command {
+    /// Parses `{resume?, update?, goto?}`; errors say what is wrong, for a 422.
+    pub fn parse(value: &Value) -> Result<Command, String> {
+        let Value::Object(fields) = value else {
+            return Err(format!("expected an object, got {value}"));
+        };
+        if let Some(unknown) = fields
+            .keys()
+            .find(|key| !["resume", "update", "goto"].contains(&key.as_str()))
+        {
+            return Err(format!(
+                "unknown field `{unknown}`: expected resume, update or goto"
+            ));
+        }
+        let update = match fields.get("update") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(update)) => Some(update.clone()),
+            Some(other) => return Err(format!("`update` must be an object, got {other}")),
+        };
+        let goto = match fields.get("goto") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::String(node)) => vec![node.clone()],
+            Some(Value::Array(nodes)) => nodes
+                .iter()
+                .map(|node| {
+                    node.as_str().map(str::to_owned).ok_or_else(|| {
+                        format!("`goto` must be a node name or a list of node names, got {node}")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(format!(
+                    "`goto` must be a node name or a list of node names, got {other}"
+                ))
+            }
+        };
+        Ok(Command {
+            resume: fields
+                .get("resume")
+                .filter(|resume| !resume.is_null())
+                .cloned(),
+            update,
+            goto,
+        })
+    }
 }
 
 /// Where execution stands: the latest checkpoint and what runs next.
@@ -47,6 +108,12 @@ pub struct Cursor {
     pub step: i64,
     pub values: JsonMap,
     pub next: Vec<String>,
+    /// The pending tasks, with the results of tasks that completed in an interrupted superstep.
+    pub tasks: Vec<TaskRecord>,
+    /// The nodes that wrote this state.
+    pub updated_by: Vec<String>,
+    /// Resume values for the next superstep, by node.
+    pub resume: HashMap<String, Value>,
 }
 
 /// What a run writes when it starts, and where it then continues.
@@ -65,8 +132,10 @@ pub struct Begin {
 #[derive(Clone, Debug)]
 pub struct Finish {
     pub values: JsonMap,
-    /// Non-empty when the run stopped at a breakpoint.
+    /// Non-empty when the run stopped at a breakpoint or an interrupt.
     pub next: Vec<String>,
+    /// The dynamic interrupts the run stopped at.
+    pub interrupts: Vec<Interrupt>,
 }
 
 /// Why execution stopped early.
@@ -170,6 +239,7 @@ fn pending_tasks(checkpoint_id: &CheckpointId, step: i64, next: &[String]) -> Ve
             name: name.clone(),
             error: None,
             result: None,
+            interrupts: vec![],
         })
         .collect()
 }
@@ -180,7 +250,56 @@ fn cursor_of(checkpoint: &Checkpoint) -> Cursor {
         step: checkpoint.step,
         values: checkpoint.values.clone(),
         next: checkpoint.next.clone(),
+        tasks: checkpoint.tasks.clone(),
+        updated_by: checkpoint.updated_by.clone(),
+        resume: HashMap::new(),
     }
+}
+
+const MULTIPLE_INTERRUPTS: &str = "When there are multiple pending interrupts, you must specify the interrupt id when resuming. Docs: https://docs.langchain.com/oss/python/langgraph/add-human-in-the-loop#resume-multiple-interrupts-with-one-invocation";
+
+/// Which node each resume value goes to: a bare value answers the only pending interrupt;
+/// `{interrupt_id: value, …}` answers those named.
+fn resume_by_node(
+    resume: &Value,
+    tasks: &[TaskRecord],
+) -> Result<HashMap<String, Value>, RunError> {
+    let pending: Vec<(&TaskRecord, &Interrupt)> = tasks
+        .iter()
+        .flat_map(|task| {
+            task.interrupts
+                .iter()
+                .map(move |interrupt| (task, interrupt))
+        })
+        .collect();
+    if pending.is_empty() {
+        return Err(RunError::new(
+            "ValueError",
+            "There is no pending interrupt to resume on this thread",
+        ));
+    }
+    let by_id = resume.as_object().filter(|map| {
+        !map.is_empty()
+            && map
+                .keys()
+                .all(|key| pending.iter().any(|(_, interrupt)| interrupt.id == *key))
+    });
+    match (by_id, pending.as_slice()) {
+        (Some(map), _) => Ok(pending
+            .iter()
+            .filter_map(|(task, interrupt)| {
+                map.get(&interrupt.id)
+                    .map(|value| (task.name.clone(), value.clone()))
+            })
+            .collect()),
+        (None, [(task, _)]) => Ok(HashMap::from([(task.name.clone(), resume.clone())])),
+        (None, _) => Err(RunError::new("RuntimeError", MULTIPLE_INTERRUPTS)),
+    }
+}
+
+/// The interrupt id of a task's interrupt.
+fn interrupt_id(task: &uuid::Uuid) -> String {
+    uuid::Uuid::new_v5(task, b"interrupt").simple().to_string()
 }
 
 /// Computes what a run writes before its first node: with input, an `input` checkpoint (the
@@ -188,6 +307,9 @@ fn cursor_of(checkpoint: &Checkpoint) -> Cursor {
 /// `fork` copy when starting from an older checkpoint, or nothing. `base` is the checkpoint to start
 /// from: the thread's latest, or the one the run names (`fork` true).
 pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Begin, RunError> {
+    if let Some(command) = &plan.command {
+        return begin_command(plan, command, base);
+    }
     let input = plan.input.as_ref().filter(|input| !input.is_null());
     match (input, base) {
         (Some(input), base) => {
@@ -252,6 +374,64 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
             "Received no input for __start__ and the thread has no checkpoint to continue from",
         )),
     }
+}
+
+/// Starts from a `command`: resume values resolved against the base's pending interrupts, then
+/// `update` and `goto` (if any) written as one `input` checkpoint before the first step.
+fn begin_command(
+    plan: &RunPlan,
+    command: &Command,
+    base: Option<&Checkpoint>,
+) -> Result<Begin, RunError> {
+    let Some(base) = base else {
+        return Err(RunError::new(
+            "EmptyInputError",
+            "A command needs a thread with a checkpoint to continue from",
+        ));
+    };
+    let resume = match &command.resume {
+        Some(resume) => resume_by_node(resume, &base.tasks)?,
+        None => HashMap::new(),
+    };
+    if command.update.is_none() && command.goto.is_empty() {
+        let mut cursor = cursor_of(base);
+        cursor.resume = resume;
+        return Ok(Begin {
+            cursor,
+            checkpoints: vec![],
+            resuming: true,
+        });
+    }
+    let mut values = base.values.clone();
+    if let Some(update) = &command.update {
+        plan.graph.apply_updates(&mut values, &[update])?;
+    }
+    let next = if command.goto.is_empty() {
+        base.next.clone()
+    } else {
+        command.goto.clone()
+    };
+    let mut checkpoint = plan.checkpoint(
+        Some(base.checkpoint_id),
+        base.step + 1,
+        CheckpointSource::Input,
+        values,
+        next,
+        base.updated_by.clone(),
+    );
+    // Completed results and interrupts of the pending nodes carry over (by node name).
+    for task in &mut checkpoint.tasks {
+        if let Some(old) = base.tasks.iter().find(|old| old.name == task.name) {
+            task.result = old.result.clone();
+        }
+    }
+    let mut cursor = cursor_of(&checkpoint);
+    cursor.resume = resume;
+    Ok(Begin {
+        cursor,
+        checkpoints: vec![checkpoint],
+        resuming: true,
+    })
 }
 
 /// Builds the `source: update` checkpoint of a state update: `values` (an object, a list of
@@ -339,6 +519,54 @@ fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
+/// A task of a superstep: running, or completed before (its result reused).
+enum Running {
+    Done,
+    Task(
+        AbortOnDrop<crate::graph::nodes::NodeResult>,
+        Arc<std::sync::Mutex<Option<Value>>>,
+    ),
+}
+
+/// Some tasks of the superstep interrupted: the state stays as it was, and a checkpoint records
+/// the same pending nodes with the interrupts and the results of the tasks that completed, so
+/// a resume re-runs only the interrupted ones.
+async fn interrupted(
+    plan: &RunPlan,
+    cursor: Cursor,
+    step: i64,
+    results: Vec<Option<JsonMap>>,
+    raised: Vec<(usize, Value)>,
+    sink: &mut dyn CheckpointSink,
+) -> Result<Finish, Halt> {
+    let mut checkpoint = plan.checkpoint(
+        Some(cursor.checkpoint_id),
+        step,
+        CheckpointSource::Loop,
+        cursor.values,
+        cursor.next,
+        cursor.updated_by,
+    );
+    for (index, (task, result)) in checkpoint.tasks.iter_mut().zip(results).enumerate() {
+        match raised.iter().find(|(raised_by, _)| *raised_by == index) {
+            Some((_, value)) => task.interrupts.push(Interrupt {
+                id: interrupt_id(&task.id),
+                value: value.clone(),
+            }),
+            None => task.result = Some(result.map_or(Value::Null, Value::Object)),
+        }
+    }
+    sink.save(checkpoint.clone()).await?;
+    let interrupts: Vec<Interrupt> = checkpoint.interrupts().into_iter().cloned().collect();
+    plan.emitter.interrupted(&checkpoint.values, &interrupts);
+    plan.emitter.checkpoint(&checkpoint);
+    Ok(Finish {
+        values: checkpoint.values,
+        next: checkpoint.next,
+        interrupts,
+    })
+}
+
 /// Executes supersteps from `cursor` until no node is triggered, a breakpoint fires, a node
 /// fails, the recursion limit is hit, or the sink fences the run.
 pub async fn execute(
@@ -355,6 +583,7 @@ pub async fn execute(
             return Ok(Finish {
                 values: cursor.values,
                 next: vec![],
+                interrupts: vec![],
             });
         }
         let skip_breakpoint = first_step && resuming;
@@ -363,6 +592,7 @@ pub async fn execute(
             return Ok(Finish {
                 values: cursor.values,
                 next: cursor.next,
+                interrupts: vec![],
             });
         }
         supersteps += 1;
@@ -377,48 +607,79 @@ pub async fn execute(
         }
         let step = cursor.step + 1;
         let state = Arc::new(cursor.values.clone());
-        let tasks: Vec<(TaskInfo, AbortOnDrop<_>)> = cursor
-            .next
-            .iter()
-            .map(|name| {
-                let node = plan
-                    .graph
-                    .node(name)
-                    .map(|definition| definition.node.clone());
-                let task = TaskInfo {
-                    id: task_id(&cursor.checkpoint_id, step, name),
-                    node: name.clone(),
-                    step,
-                    lc_run_id: uuid::Uuid::now_v7(),
-                };
-                plan.emitter.task_started(&task, &state);
-                let input = NodeInput {
-                    node: name.clone(),
-                    step,
-                    state: state.clone(),
-                    config: plan.node_config.clone(),
-                    stream: NodeStream::new(plan.emitter.clone(), task.clone()),
-                };
-                let handle = tokio::spawn(async move {
-                    match node {
-                        Some(node) => node.invoke(input).await,
-                        None => Err(RunError::new(
-                            "TaskNotFound",
-                            format!("node '{}' is not part of the graph", input.node),
-                        )),
-                    }
-                });
-                (task, AbortOnDrop(handle))
-            })
-            .collect();
+        let mut tasks: Vec<(TaskInfo, Option<Value>, Running)> =
+            Vec::with_capacity(cursor.next.len());
+        for name in &cursor.next {
+            let task = TaskInfo {
+                id: task_id(&cursor.checkpoint_id, step, name),
+                node: name.clone(),
+                step,
+                lc_run_id: uuid::Uuid::now_v7(),
+            };
+            // A task that completed in a superstep another task interrupted keeps its result.
+            let completed = cursor
+                .tasks
+                .iter()
+                .find(|record| record.name == *name && record.interrupts.is_empty())
+                .and_then(|record| record.result.clone())
+                .filter(|_| name != START);
+            if let Some(result) = completed {
+                tasks.push((task, Some(result), Running::Done));
+                continue;
+            }
+            plan.emitter.task_started(&task, &state);
+            let node = plan
+                .graph
+                .node(name)
+                .map(|definition| definition.node.clone());
+            let interrupted = Arc::new(std::sync::Mutex::new(None));
+            let input = NodeInput {
+                node: name.clone(),
+                step,
+                state: state.clone(),
+                config: plan.node_config.clone(),
+                stream: NodeStream::new(plan.emitter.clone(), task.clone()),
+                resume: cursor.resume.get(name).cloned(),
+                interrupted: interrupted.clone(),
+            };
+            let handle = tokio::spawn(async move {
+                match node {
+                    Some(node) => node.invoke(input).await,
+                    None => Err(RunError::new(
+                        "TaskNotFound",
+                        format!("node '{}' is not part of the graph", input.node),
+                    )),
+                }
+            });
+            tasks.push((task, None, Running::Task(AbortOnDrop(handle), interrupted)));
+        }
         // Every task is already running; awaiting them in order only fixes the merge order.
-        let mut results = Vec::with_capacity(tasks.len());
-        let mut tasks = tasks;
-        for (info, task) in tasks.iter_mut() {
+        let mut results: Vec<Option<JsonMap>> = Vec::with_capacity(tasks.len());
+        let mut interrupts: Vec<(usize, Value)> = vec![];
+        for (index, (info, completed, running)) in tasks.iter_mut().enumerate() {
+            let (task, interrupted) = match running {
+                Running::Done => {
+                    results.push(completed.take().and_then(|result| match result {
+                        Value::Object(update) => Some(update),
+                        _ => None,
+                    }));
+                    continue;
+                }
+                Running::Task(task, interrupted) => (task, interrupted),
+            };
             match (&mut task.0).await {
                 Ok(Ok(update)) => {
                     plan.emitter.task_finished(info, update.as_ref());
                     results.push(update);
+                }
+                Ok(Err(error)) if error.error == INTERRUPT_ERROR => {
+                    match NodeInput::take_interrupt(interrupted) {
+                        Some(value) => {
+                            interrupts.push((index, value));
+                            results.push(None);
+                        }
+                        None => return Err(Halt::Failed(error)),
+                    }
                 }
                 Ok(Err(error)) => return Err(Halt::Failed(error)),
                 Err(join_error) => {
@@ -434,6 +695,9 @@ pub async fn execute(
             }
         }
         drop(tasks);
+        if !interrupts.is_empty() {
+            return interrupted(plan, cursor, step, results, interrupts, sink).await;
+        }
         let updates: Vec<&JsonMap> = results.iter().flatten().collect();
         let mut values = cursor.values;
         plan.graph.apply_updates(&mut values, &updates)?;
@@ -456,6 +720,7 @@ pub async fn execute(
             return Ok(Finish {
                 values: cursor.values,
                 next: cursor.next,
+                interrupts: vec![],
             });
         }
         first_step = false;
@@ -496,6 +761,7 @@ mod tests {
             interrupt_before: vec![],
             interrupt_after: vec![],
             emitter: Arc::new(Emitter::silent()),
+            command: None,
         }
     }
 

@@ -28,6 +28,39 @@ pub struct NodeInput {
     pub config: Arc<JsonMap>,
     /// Where the node sends `custom` events and model tokens.
     pub stream: NodeStream,
+    /// The value this execution resumes an interrupt with (`command.resume`), if any.
+    pub resume: Option<Value>,
+    /// Where `interrupt` leaves its value for the executor.
+    pub(crate) interrupted: Arc<std::sync::Mutex<Option<Value>>>,
+}
+
+/// The error class `NodeInput::interrupt` returns; the executor turns it into a pending interrupt.
+pub const INTERRUPT_ERROR: &str = "GraphInterrupt";
+
+impl NodeInput {
+    /// Pauses the run with `value` (a question for a human, say), unless this execution resumes
+    /// it: then returns the resume value. Use with `?`: `let answer = input.interrupt(question)?;`
+    pub fn interrupt(&self, value: Value) -> Result<Value, RunError> {
+        if let Some(resume) = &self.resume {
+            return Ok(resume.clone());
+        }
+        *self
+            .interrupted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(value);
+        Err(RunError::new(
+            INTERRUPT_ERROR,
+            "the node paused the run with an interrupt",
+        ))
+    }
+
+    /// The value `interrupt` paused with, if it did.
+    pub(crate) fn take_interrupt(interrupted: &std::sync::Mutex<Option<Value>>) -> Option<Value> {
+        interrupted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
 }
 
 /// A node's partial state update (`None`: no update), or the error that fails the run.
@@ -104,6 +137,17 @@ pub(super) fn build(
                 }),
             ))
         }
+        NodeSpec::Interrupt {
+            name: _,
+            value,
+            resume_key,
+        } => Ok((
+            "interrupt",
+            Arc::new(InterruptNode {
+                value: serde_json::to_value(value).unwrap_or(Value::Null),
+                resume_key: resume_key.clone(),
+            }),
+        )),
         NodeSpec::Native { name, function } => native
             .functions
             .get(function)
@@ -211,6 +255,24 @@ impl Node for ScriptedChatModel {
             }
             stream.model_finished(&model, &reply);
             Ok(Some(messages_update(vec![reply])))
+        })
+    }
+}
+
+/// Pauses the run with a fixed value; resumed, it writes the resume value to a state key.
+struct InterruptNode {
+    value: Value,
+    resume_key: String,
+}
+
+impl Node for InterruptNode {
+    fn invoke(&self, input: NodeInput) -> BoxFuture<'static, NodeResult> {
+        let answer = input.interrupt(self.value.clone());
+        let key = self.resume_key.clone();
+        Box::pin(async move {
+            let mut update = JsonMap::new();
+            update.insert(key, answer?);
+            Ok(Some(update))
         })
     }
 }

@@ -48,6 +48,13 @@ pub enum NodeSpec {
         #[serde(default)]
         delay_ms: u64,
     },
+    /// Pauses the run with `value` (a dynamic interrupt); a run resuming it with
+    /// `command.resume` writes the resume value to the state key `resume_key`.
+    Interrupt {
+        name: String,
+        value: toml::Value,
+        resume_key: String,
+    },
     /// A Rust function registered through the library (`NativeNodes`).
     Native { name: String, function: String },
 }
@@ -59,6 +66,7 @@ impl NodeSpec {
             NodeSpec::Noop { name }
             | NodeSpec::ChatModel { name, .. }
             | NodeSpec::Tools { name, .. }
+            | NodeSpec::Interrupt { name, .. }
             | NodeSpec::Native { name, .. } => name,
         }
     }

@@ -17,6 +17,7 @@ use crate::actors::{
     CancelRuns, DeleteRun, JoinRun, RunAccepted, RunOutcome, SubmitRun, SubscribeRun, ThreadActor,
 };
 use crate::domain::assistant::Assistant;
+use crate::domain::checkpoint::Interrupt;
 use crate::domain::ids::{AssistantId, RunId, ThreadId};
 use crate::domain::multitask::{CancelAction, MultitaskStrategy};
 use crate::domain::run::{Breakpoints, Durability, IfNotExists, NewRun, Run, RunKwargs, RunStatus};
@@ -25,6 +26,7 @@ use crate::domain::{
     merge_into, strip_keys, JsonMap, RESERVED_CONFIG_KEYS, RESERVED_METADATA_KEYS,
 };
 use crate::error::ApiError;
+use crate::graph::executor::Command;
 use crate::storage::{Db, RunResult, StorageError};
 
 const RUN_FIELDS: [&str; 9] = [
@@ -171,10 +173,11 @@ fn build_run(
             "You must provide a thread_id when resuming.".into(),
         ));
     }
-    if request.command.is_some() {
-        return Err(ApiError::NotImplemented(
-            "`command` (resume, goto, update) is not supported yet; resume a static breakpoint with `input: null`".into(),
-        ));
+    let command = request.command.filter(|command| !command.is_null());
+    if let Some(command) = &command {
+        Command::parse(command).map_err(|problem| {
+            ApiError::Validation(format!("Invalid request body: field `command`: {problem}"))
+        })?;
     }
     if request.webhook.as_deref() == Some("") {
         return Err(ApiError::Validation(
@@ -268,7 +271,7 @@ fn build_run(
         });
     let kwargs = RunKwargs {
         input: request.input,
-        command: None,
+        command,
         config,
         context,
         stream_mode,
@@ -512,7 +515,13 @@ async fn outcome_json(
 
 /// The result of a run that is no longer in flight, read from storage.
 async fn stored_result(db: &Db, thread_id: ThreadId, run_id: RunId) -> Result<Value, ApiError> {
-    let Some(RunResult { run, error, values }) = db.run_result(thread_id, run_id).await? else {
+    let Some(RunResult {
+        run,
+        error,
+        values,
+        interrupts,
+    }) = db.run_result(thread_id, run_id).await?
+    else {
         return Ok(run_not_found_error());
     };
     if run.status == RunStatus::Error {
@@ -522,7 +531,12 @@ async fn stored_result(db: &Db, thread_id: ThreadId, run_id: RunId) -> Result<Va
         );
         return Ok(json!({ "__error__": error }));
     }
-    Ok(Value::Object(values.unwrap_or_default()))
+    let mut values = values.unwrap_or_default();
+    if !interrupts.is_empty() {
+        let chunks = interrupts.iter().map(Interrupt::to_chunk).collect();
+        values.insert("__interrupt__".into(), Value::Array(chunks));
+    }
+    Ok(Value::Object(values))
 }
 
 /// `GET /threads/{thread_id}/runs/{run_id}/join?cancel_on_disconnect=`: waits for the run,

@@ -7,7 +7,7 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use super::codec::{json_column, to_json};
 use super::filter::Where;
 use super::StorageError;
-use crate::domain::checkpoint::{Checkpoint, CheckpointSource};
+use crate::domain::checkpoint::{Checkpoint, CheckpointSource, TaskRecord};
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
 use crate::domain::JsonMap;
 
@@ -122,14 +122,15 @@ pub fn last_values_of_run(
     connection: &Connection,
     thread_id: ThreadId,
     run_id: RunId,
-) -> Result<Option<JsonMap>, StorageError> {
+) -> Result<Option<(JsonMap, Vec<TaskRecord>)>, StorageError> {
     let mut statement = connection.prepare_cached(
-        "SELECT \"values\" FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' AND run_id = ?
+        "SELECT \"values\", tasks FROM checkpoints
+         WHERE thread_id = ? AND checkpoint_ns = '' AND run_id = ?
          ORDER BY checkpoint_id DESC LIMIT 1",
     )?;
     Ok(statement
         .query_row(rusqlite::params![thread_id, run_id], |row| {
-            json_column(row, "values")
+            Ok((json_column(row, "values")?, json_column(row, "tasks")?))
         })
         .optional()?)
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 
 use crate::domain::assistant::{Assistant, AssistantVersion};
-use crate::domain::checkpoint::Checkpoint;
+use crate::domain::checkpoint::{Checkpoint, Interrupt};
 use crate::domain::ids::{AssistantId, RunId, ThreadId};
 use crate::domain::multitask::CancelAction;
 use crate::domain::run::{Run, RunError, RunStatus};
@@ -120,6 +120,8 @@ pub struct RunResult {
     pub error: Option<RunError>,
     /// Values of the last checkpoint it wrote, if any.
     pub values: Option<JsonMap>,
+    /// The dynamic interrupts pending at that checkpoint.
+    pub interrupts: Vec<Interrupt>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -638,8 +640,16 @@ impl Db {
             let Some((run, error)) = runs::get_with_error(connection, thread_id, run_id)? else {
                 return Ok(None);
             };
-            let values = checkpoints::last_values_of_run(connection, thread_id, run_id)?;
-            Ok(Some(RunResult { run, error, values }))
+            let last = checkpoints::last_values_of_run(connection, thread_id, run_id)?;
+            let (values, tasks) =
+                last.map_or((None, vec![]), |(values, tasks)| (Some(values), tasks));
+            let interrupts = tasks.into_iter().flat_map(|task| task.interrupts).collect();
+            Ok(Some(RunResult {
+                run,
+                error,
+                values,
+                interrupts,
+            }))
         })
     }
 

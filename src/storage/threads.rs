@@ -6,6 +6,7 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use super::codec::{json_column, optional_json_column, to_json};
 use super::filter::Where;
 use super::StorageError;
+use crate::domain::checkpoint::TaskRecord;
 use crate::domain::ids::ThreadId;
 use crate::domain::run::RunError;
 use crate::domain::thread::{Thread, ThreadStatus};
@@ -137,7 +138,7 @@ pub enum ErrorChange<'a> {
 }
 
 /// Recomputes a thread after its runs changed: status by `ThreadStatus::settle` from the latest
-/// checkpoint, and the cached `values` copied from that checkpoint.
+/// checkpoint, and the cached `values` and pending `interrupts` copied from that checkpoint.
 pub fn settle(
     connection: &Connection,
     thread_id: ThreadId,
@@ -145,14 +146,22 @@ pub fn settle(
     error: ErrorChange<'_>,
     now: Timestamp,
 ) -> Result<ThreadStatus, StorageError> {
-    let head_next: Option<String> = connection
+    let head: Option<(Vec<String>, Vec<TaskRecord>)> = connection
         .prepare_cached(
-            "SELECT next FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ''
+            "SELECT next, tasks FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ''
              ORDER BY checkpoint_id DESC LIMIT 1",
         )?
-        .query_row([thread_id], |row| row.get(0))
+        .query_row([thread_id], |row| {
+            Ok((json_column(row, "next")?, json_column(row, "tasks")?))
+        })
         .optional()?;
-    let head_has_next = head_next.is_some_and(|next| next.trim() != "[]");
+    let head_has_next = head.as_ref().is_some_and(|(next, _)| !next.is_empty());
+    let tasks = head.map(|(_, tasks)| tasks).unwrap_or_default();
+    let interrupts: JsonMap = tasks
+        .iter()
+        .filter(|task| !task.interrupts.is_empty())
+        .map(|task| (task.id.to_string(), serde_json::json!(task.interrupts)))
+        .collect();
     let status = ThreadStatus::settle(
         in_flight,
         matches!(error, ErrorChange::Set(_)),
@@ -168,10 +177,18 @@ pub fn settle(
             "UPDATE threads SET status = ?1, updated_at = ?2, state_updated_at = ?2,
                 \"values\" = (SELECT \"values\" FROM checkpoints WHERE thread_id = ?3 AND checkpoint_ns = ''
                               ORDER BY checkpoint_id DESC LIMIT 1),
-                error = CASE ?4 WHEN 'keep' THEN error WHEN 'clear' THEN NULL ELSE ?5 END
+                error = CASE ?4 WHEN 'keep' THEN error WHEN 'clear' THEN NULL ELSE ?5 END,
+                interrupts = ?6
              WHERE thread_id = ?3",
         )?
-        .execute(rusqlite::params![status.as_str(), now, thread_id, error_change, error_json])?;
+        .execute(rusqlite::params![
+            status.as_str(),
+            now,
+            thread_id,
+            error_change,
+            error_json,
+            to_json(&interrupts)?
+        ])?;
     Ok(status)
 }
 

@@ -176,6 +176,7 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
                 "tests/graphs/gated.toml".into(),
                 "tests/graphs/faulty.toml".into(),
                 "tests/graphs/emitter.toml".into(),
+                "tests/graphs/approval.toml".into(),
             ],
         },
         config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),

@@ -3,6 +3,7 @@
 mod assistants;
 mod double_texting;
 mod helpers;
+mod hitl;
 mod runs;
 mod sse;
 mod state;

@@ -595,9 +595,9 @@ async fn assistants_are_named_by_graph_id_or_uuid() {
         .await;
     assert_eq!(unknown.status, 422);
     assert!(
-        unknown
-            .detail()
-            .contains("One of the registered graphs: agent, echo, emitter, faulty, gated"),
+        unknown.detail().contains(
+            "One of the registered graphs: agent, approval, echo, emitter, faulty, gated"
+        ),
         "{}",
         unknown.detail()
     );

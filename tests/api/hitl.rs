@@ -1,0 +1,159 @@
+//! Human in the loop: dynamic interrupts pause a run (thread `interrupted`, `interrupts` on the
+//! thread and its state, `__interrupt__` from `/wait`, `/join` and streams), and `command`
+//! resumes them (a bare value, or values by interrupt id), updates the state or goes elsewhere.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp};
+use crate::sse::{names, SseReader};
+
+async fn wait(app: &TestApp, thread_id: &str, body: Value) -> Value {
+    let reply = app
+        .post(&format!("/threads/{thread_id}/runs/wait"), body)
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.body
+}
+
+fn ask(text: &str) -> Value {
+    json!({"assistant_id": "approval", "input": {"messages": [{"role": "user", "content": text}]}})
+}
+
+fn resume(value: Value) -> Value {
+    json!({"assistant_id": "approval", "command": {"resume": value}})
+}
+
+fn interrupt_ids(result: &Value) -> Vec<String> {
+    result["__interrupt__"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no __interrupt__ in {result}"))
+        .iter()
+        .map(|interrupt| interrupt["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn interrupts_pause_the_run_and_resume_by_id_then_by_value() {
+    let app = spawn_app().await;
+    let thread_id = app.create_thread().await;
+    let paused = wait(&app, &thread_id, ask("hello")).await;
+    assert_eq!(paused["messages"][0]["content"], "hello");
+    let interrupts = paused["__interrupt__"].as_array().unwrap();
+    assert_eq!(interrupts.len(), 2);
+    assert_eq!(interrupts[0]["value"], json!({"question": "first?"}));
+    assert_eq!(interrupts[1]["value"], "second?");
+    assert_eq!(interrupts[0]["response_schema"], Value::Null);
+
+    let thread = app.get(&format!("/threads/{thread_id}")).await.body;
+    assert_eq!(thread["status"], "interrupted");
+    assert_eq!(thread["interrupts"].as_object().unwrap().len(), 2);
+    let state = app.get(&format!("/threads/{thread_id}/state")).await.body;
+    assert_eq!(state["next"], json!(["ask_first", "ask_second"]));
+    assert_eq!(state["interrupts"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        state["tasks"][0]["interrupts"][0]["id"],
+        interrupts[0]["id"]
+    );
+    // /join of the finished run answers the same way.
+    let runs = app.get(&format!("/threads/{thread_id}/runs")).await.body;
+    let run_id = runs[0]["run_id"].as_str().unwrap();
+    assert_eq!(runs[0]["status"], "success");
+    let joined = app.join(&thread_id, run_id).await;
+    assert_eq!(interrupt_ids(&joined), interrupt_ids(&paused));
+
+    // A bare value cannot choose between two interrupts: the run fails and nothing changes.
+    let ambiguous = wait(&app, &thread_id, resume(json!("yes"))).await;
+    assert_eq!(ambiguous["__error__"]["error"], "RuntimeError");
+    assert!(ambiguous["__error__"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("When there are multiple pending interrupts"));
+
+    // Answer the first by id: the second asks again, the first is not asked again.
+    let ids = interrupt_ids(&paused);
+    let partly = wait(&app, &thread_id, resume(json!({ ids[0].clone(): "yes" }))).await;
+    let again = partly["__interrupt__"].as_array().unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["value"], "second?");
+    let state = app.get(&format!("/threads/{thread_id}/state")).await.body;
+    assert_eq!(state["tasks"][0]["result"], json!({"first": "yes"}));
+
+    // Now a bare value answers the only pending interrupt, and the run goes on to the reply.
+    let done = wait(&app, &thread_id, resume(json!("no"))).await;
+    assert!(done.get("__interrupt__").is_none(), "{done}");
+    assert_eq!(
+        (done["first"].clone(), done["second"].clone()),
+        (json!("yes"), json!("no"))
+    );
+    assert_eq!(done["messages"][1]["content"], "You said: hello");
+    let thread = app.get(&format!("/threads/{thread_id}")).await.body;
+    assert_eq!(thread["status"], "idle");
+    assert_eq!(thread["interrupts"], json!({}));
+
+    // Nothing left to resume: the run fails with a clear error.
+    let nothing = wait(&app, &thread_id, resume(json!("again"))).await;
+    assert_eq!(nothing["__error__"]["error"], "ValueError");
+}
+
+#[tokio::test]
+async fn streams_carry_the_interrupt_in_updates_and_values() {
+    let app = spawn_app().await;
+    let thread_id = app.create_thread().await;
+    let mut body = ask("hi");
+    body["stream_mode"] = json!(["updates"]);
+    let response = app
+        .client
+        .post(format!("{}/threads/{thread_id}/runs/stream", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let events = SseReader::new(response).collect().await;
+    assert_eq!(names(&events), ["metadata", "updates", "values"]);
+    assert_eq!(events[1].data["__interrupt__"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        events[2].data["__interrupt__"],
+        events[1].data["__interrupt__"]
+    );
+    assert_eq!(events[2].data["messages"][0]["content"], "hi");
+}
+
+#[tokio::test]
+async fn command_update_and_goto_continue_elsewhere() {
+    let app = spawn_app().await;
+    let thread_id = app.create_thread().await;
+    wait(&app, &thread_id, ask("edit me")).await;
+    let done = wait(
+        &app,
+        &thread_id,
+        json!({"assistant_id": "approval", "command": {"update": {"first": "edited"}, "goto": "reply"}}),
+    )
+    .await;
+    assert!(done.get("__interrupt__").is_none(), "{done}");
+    assert_eq!(done["first"], "edited");
+    assert_eq!(done["messages"][1]["content"], "You said: edit me");
+    let history = app
+        .get(&format!("/threads/{thread_id}/history?limit=2"))
+        .await
+        .body;
+    assert_eq!(history[1]["metadata"]["source"], "input");
+    assert_eq!(history[1]["next"], json!(["reply"]));
+
+    for (command, field) in [
+        (json!("resume"), "command"),
+        (json!({"goto": 5}), "goto"),
+        (json!({"update": [1]}), "update"),
+        (json!({"jump": "reply"}), "jump"),
+    ] {
+        let before = app.row_counts().await;
+        let reply = app
+            .post(
+                &format!("/threads/{thread_id}/runs"),
+                json!({"assistant_id": "approval", "command": command}),
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{command}: {:?}", reply.body);
+        assert!(reply.detail().contains(field), "{}", reply.detail());
+        assert_eq!(app.row_counts().await, before);
+    }
+}
