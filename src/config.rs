@@ -243,7 +243,7 @@ mod tests {
         let (settings, sources) = load(Some(&path)).unwrap();
         assert_eq!(settings.server.port, 8123);
         assert_eq!(settings.server.host, "127.0.0.1");
-        assert_eq!(settings.graphs.files.len(), 2);
+        assert_eq!(settings.graphs.files.len(), 3);
         assert_eq!(sources.files, [path]);
     }
 

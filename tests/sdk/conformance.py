@@ -232,11 +232,30 @@ async def check_stateless(client):
     assert failed["__error__"]["error"] == "InvalidUpdateError", failed
 
 
+async def check_dynamic_interrupt(client):
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    paused = await client.runs.wait(tid, "review", input=ask("ship it?"))
+    [interrupt] = paused["__interrupt__"]
+    assert interrupt["value"] == {"question": "Send this answer?"}, paused
+    assert (await client.threads.get(tid))["status"] == "interrupted"
+    state = await client.threads.get_state(tid)
+    assert state["next"] == ["review"] and state["interrupts"][0]["id"] == interrupt["id"], state
+    parts = [part async for part in client.runs.stream(tid, "review", command={"resume": {interrupt["id"]: True}},
+                                                       stream_mode="updates")]
+    assert [part.event for part in parts] == ["metadata", "updates"], parts
+    assert parts[1].data == {"review": {"approved": True}}, parts[1]
+    state = await client.threads.get_state(tid)
+    assert state["values"]["approved"] is True and state["next"] == [] and state["interrupts"] == [], state
+    assert (await client.threads.get(tid))["status"] == "idle"
+
+
 async def main():
     client = get_client(url=URL)
     for check in [check_reject, check_enqueue, check_interrupt, check_rollback, check_rollback_on_many_threads,
                   check_wait_cancel_delete, check_state_and_history, check_breakpoint, check_threads,
-                  check_assistants, check_stream, check_join_stream_resume, check_stateless]:
+                  check_assistants, check_stream, check_join_stream_resume, check_stateless,
+                  check_dynamic_interrupt]:
         await check(client)
         print("ok", check.__name__, flush=True)
 
