@@ -67,6 +67,12 @@ fn gated(text: &str, gate: &str, extra: Value) -> Value {
     body
 }
 
+/// The run id a stream's `Content-Location` names.
+fn run_of(reader: &SseReader) -> String {
+    let location = reader.header("content-location");
+    location.rsplit('/').next().unwrap().to_owned()
+}
+
 /// Polls until the run's status is `status`.
 async fn wait_for_run_status(app: &TestApp, thread_id: &str, run_id: &str, status: &str) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -350,12 +356,7 @@ async fn resumable_ids_increase_and_last_event_id_resumes_exactly_after_it() {
     let mut body = weather(&["values", "updates", "messages-tuple"]);
     body["stream_resumable"] = json!(true);
     let mut reader = stream_run(&app, &thread_id, body).await;
-    let run_id = reader
-        .header("content-location")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let run_id = run_of(&reader);
     let live = reader.collect().await;
     let ids: Vec<u64> = live
         .iter()
@@ -411,12 +412,7 @@ async fn a_reconnect_during_the_run_gets_every_later_event_exactly_once() {
     let app = spawn_app().await;
     let thread_id = app.create_thread().await;
     let mut first = stream_run(&app, &thread_id, gated("hello", "resume", json!({"stream_resumable": true, "stream_mode": ["values", "updates", "messages-tuple"]}))).await;
-    let run_id = first
-        .header("content-location")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let run_id = run_of(&first);
     let mut seen = vec![];
     // metadata and the input values arrive before the gate.
     for _ in 0..2 {
@@ -504,12 +500,7 @@ async fn on_disconnect_cancel_interrupts_the_run_and_continue_keeps_it() {
         gated("bye", "cancel", json!({"on_disconnect": "cancel"})),
     )
     .await;
-    let run = reader
-        .header("content-location")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let run = run_of(&reader);
     assert_eq!(reader.next().await.unwrap().name, "metadata");
     app.gates.arrivals("cancel", 1).await;
     drop(reader);
@@ -533,12 +524,7 @@ async fn on_disconnect_cancel_interrupts_the_run_and_continue_keeps_it() {
     // The default (continue): the run goes on and succeeds.
     let kept = app.create_thread().await;
     let mut reader = stream_run(&app, &kept, gated("stay", "continue", json!({}))).await;
-    let run = reader
-        .header("content-location")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let run = run_of(&reader);
     assert_eq!(reader.next().await.unwrap().name, "metadata");
     app.gates.arrivals("continue", 1).await;
     drop(reader);
@@ -593,12 +579,7 @@ async fn a_rolled_back_run_s_stream_ends_cleanly_and_promptly() {
     let app = spawn_app().await;
     let thread_id = app.create_thread().await;
     let mut first = stream_run(&app, &thread_id, gated("first", "never", json!({}))).await;
-    let first_run = first
-        .header("content-location")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let first_run = run_of(&first);
     assert_eq!(first.next().await.unwrap().name, "metadata");
     app.gates.arrivals("never", 1).await;
     let mut second = stream_run(
@@ -633,12 +614,7 @@ async fn interrupted_deleted_and_cancelled_runs_end_their_streams_without_an_err
         let thread_id = app.create_thread().await;
         let gate = format!("held-{index}");
         let mut reader = stream_run(&app, &thread_id, gated("held", &gate, json!({}))).await;
-        let run = reader
-            .header("content-location")
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .to_owned();
+        let run = run_of(&reader);
         assert_eq!(reader.next().await.unwrap().name, "metadata");
         app.gates.arrivals(&gate, 1).await;
         match *how {
@@ -682,12 +658,7 @@ async fn a_stalled_subscriber_is_cut_off_and_the_others_get_everything() {
         json!({"assistant_id": "emitter", "input": {}, "config": {"configurable": {"events": count, "size": 16384, "gate": "big", "burst": 4}}, "stream_mode": ["custom"]}),
     )
     .await;
-    let run = stalled
-        .header("content-location")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let run = run_of(&stalled);
     app.gates.arrivals("big", 1).await;
     let mut reader = join_stream(&app, &thread_id, &run, None).await;
     assert_eq!(reader.next().await.unwrap().name, "metadata");
