@@ -419,10 +419,13 @@ fn begin_command(
         next,
         base.updated_by.clone(),
     );
-    // Completed results and interrupts of the pending nodes carry over (by node name).
-    for task in &mut checkpoint.tasks {
-        if let Some(old) = base.tasks.iter().find(|old| old.name == task.name) {
-            task.result = old.result.clone();
+    // Without `goto` the same nodes stay pending: the results of those that completed in an
+    // interrupted superstep carry over. Nodes named by `goto` always run.
+    if command.goto.is_empty() {
+        for task in &mut checkpoint.tasks {
+            if let Some(old) = base.tasks.iter().find(|old| old.name == task.name) {
+                task.result = old.result.clone();
+            }
         }
     }
     let mut cursor = cursor_of(&checkpoint);
