@@ -3,10 +3,14 @@
 
 pub mod emit;
 pub mod executor;
+pub mod external;
 pub mod messages;
 pub mod nodes;
+pub mod openai;
 pub mod scripted;
 pub mod spec;
+pub mod subgraph;
+pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,8 +20,9 @@ use serde_json::{json, Value};
 
 use crate::domain::run::{Breakpoints, RunError};
 use crate::domain::JsonMap;
-use nodes::{NativeNodes, Node};
-use spec::{EdgeSpec, GraphSpec};
+use nodes::{BuildContext, NativeNodes, Node};
+use spec::{EdgeSpec, GraphSpec, NodeSpec};
+use tools::Toolbox;
 
 /// The virtual entry node.
 pub const START: &str = "__start__";
@@ -76,6 +81,34 @@ pub enum Edge {
     Static { to: String },
     /// Go to `then` when the last message is an AI message with tool calls, else `otherwise`.
     HasToolCalls { then: String, otherwise: String },
+    /// Go to `cases[state[key]]`, or `otherwise` when the value has no case (or is missing).
+    Switch {
+        key: String,
+        cases: BTreeMap<String, String>,
+        otherwise: String,
+    },
+}
+
+impl Edge {
+    /// Every node this edge may lead to.
+    fn targets(&self) -> Vec<&String> {
+        match self {
+            Edge::Static { to } => vec![to],
+            Edge::HasToolCalls { then, otherwise } => vec![then, otherwise],
+            Edge::Switch {
+                cases, otherwise, ..
+            } => cases.values().chain([otherwise]).collect(),
+        }
+    }
+}
+
+/// The case label of a state value for switch edges: strings as they are, anything else as JSON.
+fn case_label(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(text) => Some(text.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
 }
 
 /// A node of a graph.
@@ -111,6 +144,15 @@ impl Graph {
     /// Builds a graph from its declaration; every node and edge is checked here, so a graph that
     /// loads cannot fail on structure at run time.
     pub fn from_spec(spec: GraphSpec, native: &NativeNodes) -> Result<Self, GraphError> {
+        Self::build(spec, native, &BTreeMap::new())
+    }
+
+    /// `from_spec` with the graphs that subgraph nodes may run.
+    fn build(
+        spec: GraphSpec,
+        native: &NativeNodes,
+        graphs: &BTreeMap<String, Arc<Graph>>,
+    ) -> Result<Self, GraphError> {
         let id = spec.id.clone().unwrap_or_default();
         let fail = |message: String| GraphError {
             graph: id.clone(),
@@ -134,6 +176,13 @@ impl Graph {
                 reducer,
             });
         }
+        let toolbox = Toolbox::new(&spec.tools, &spec.dir).map_err(&fail)?;
+        let context = BuildContext {
+            native,
+            tools: &toolbox,
+            dir: &spec.dir,
+            graphs,
+        };
         let mut nodes = Vec::new();
         for node_spec in &spec.nodes {
             let name = node_spec.name().to_owned();
@@ -143,7 +192,7 @@ impl Graph {
             if nodes.iter().any(|node: &NodeDef| node.name == name) {
                 return Err(fail(format!("node '{name}' is declared twice")));
             }
-            let (kind, node) = nodes::build(node_spec, native).map_err(fail)?;
+            let (kind, node) = nodes::build(node_spec, &context).map_err(fail)?;
             nodes.push(NodeDef { name, kind, node });
         }
         let known = |name: &str| name == END || nodes.iter().any(|node| node.name == name);
@@ -153,11 +202,7 @@ impl Graph {
             if edge_spec.from != START && !nodes.iter().any(|node| node.name == edge_spec.from) {
                 return Err(fail(format!("edge from unknown node '{}'", edge_spec.from)));
             }
-            let targets: Vec<&String> = match &edge {
-                Edge::Static { to } => vec![to],
-                Edge::HasToolCalls { then, otherwise } => vec![then, otherwise],
-            };
-            if let Some(unknown) = targets.into_iter().find(|target| !known(target)) {
+            if let Some(unknown) = edge.targets().into_iter().find(|target| !known(target)) {
                 return Err(fail(format!("edge to unknown node '{unknown}'")));
             }
             edges.entry(edge_spec.from.clone()).or_default().push(edge);
@@ -201,6 +246,25 @@ impl Graph {
     }
 
     fn edge(spec: &EdgeSpec) -> Result<Edge, String> {
+        if let Some(key) = &spec.switch {
+            return match (&spec.to, &spec.when, &spec.then, &spec.cases) {
+                (None, None, None, Some(cases)) if !cases.is_empty() => Ok(Edge::Switch {
+                    key: key.clone(),
+                    cases: cases.clone(),
+                    otherwise: spec.otherwise.clone().unwrap_or_else(|| END.to_owned()),
+                }),
+                _ => Err(format!(
+                    "switch edge from '{}' needs `cases` (value = node) and optionally `else`, and no `to`, `when` or `then`",
+                    spec.from
+                )),
+            };
+        }
+        if spec.cases.is_some() {
+            return Err(format!(
+                "edge from '{}' has `cases` without `switch`",
+                spec.from
+            ));
+        }
         match (&spec.to, &spec.when, &spec.then, &spec.otherwise) {
             (Some(to), None, None, None) => Ok(Edge::Static { to: to.clone() }),
             (None, Some(when), Some(then), Some(otherwise)) if when == "has_tool_calls" => {
@@ -214,7 +278,7 @@ impl Graph {
                 spec.from
             )),
             _ => Err(format!(
-                "edge from '{}' needs either `to`, or `when`, `then` and `else`",
+                "edge from '{}' needs either `to`, or `when`, `then` and `else`, or `switch` and `cases`",
                 spec.from
             )),
         }
@@ -320,6 +384,13 @@ impl Graph {
                             otherwise
                         }
                     }
+                    Edge::Switch {
+                        key,
+                        cases,
+                        otherwise,
+                    } => case_label(values.get(key))
+                        .and_then(|label| cases.get(&label))
+                        .unwrap_or(otherwise),
                 };
                 if target != END && !next.contains(target) {
                     next.push(target.clone());
@@ -354,8 +425,10 @@ impl Graph {
             for edge in &self.edges[source] {
                 match edge {
                     Edge::Static { to } => edges.push(json!({"source": source, "target": to})),
-                    Edge::HasToolCalls { then, otherwise } => {
-                        for target in [then, otherwise] {
+                    conditional => {
+                        let mut targets = conditional.targets();
+                        targets.dedup();
+                        for target in targets {
                             edges.push(
                                 json!({"source": source, "target": target, "conditional": true}),
                             );
@@ -412,14 +485,30 @@ impl GraphRegistry {
         base_dir: &Path,
         native: &NativeNodes,
     ) -> Result<Self, GraphError> {
-        let mut registry = GraphRegistry::default();
+        let mut pending = Vec::new();
         for file in files {
             let path = base_dir.join(file.as_ref());
             let spec = GraphSpec::read(&path).map_err(|message| GraphError {
                 graph: path.display().to_string(),
                 message,
             })?;
-            registry.insert(Graph::from_spec(spec, native)?)?;
+            pending.push(spec);
+        }
+        let mut registry = GraphRegistry::default();
+        // A graph is built once every graph its subgraph nodes run is built.
+        while !pending.is_empty() {
+            let ready = pending.iter().position(|spec| {
+                subgraphs_of(spec)
+                    .iter()
+                    .all(|graph| registry.graphs.contains_key(*graph))
+            });
+            let spec = match ready {
+                Some(index) => pending.remove(index),
+                // Nothing can be built: report the first graph with its missing subgraph.
+                None => pending.remove(0),
+            };
+            let graph = Graph::build(spec, native, &registry.graphs)?;
+            registry.insert(graph)?;
         }
         Ok(registry)
     }
@@ -445,6 +534,17 @@ impl GraphRegistry {
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.graphs.keys().map(String::as_str)
     }
+}
+
+/// The graphs a spec's subgraph nodes run.
+fn subgraphs_of(spec: &GraphSpec) -> Vec<&str> {
+    spec.nodes
+        .iter()
+        .filter_map(|node| match node {
+            NodeSpec::Subgraph { graph, .. } => Some(graph.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Parses a graph declaration from TOML text (used by tests and examples).

@@ -12,6 +12,8 @@ use serde_json::Value;
 use super::emit::{ModelInfo, NodeStream};
 use super::scripted;
 use super::spec::NodeSpec;
+use super::tools::{self, Tool, Toolbox};
+use super::{external, openai, Graph};
 use crate::domain::run::RunError;
 use crate::domain::JsonMap;
 
@@ -96,10 +98,21 @@ impl NativeNodes {
     }
 }
 
+/// What building a node may refer to besides its own declaration.
+pub(super) struct BuildContext<'a> {
+    pub native: &'a NativeNodes,
+    /// The graph file's tools.
+    pub tools: &'a Toolbox,
+    /// The graph file's directory.
+    pub dir: &'a std::path::Path,
+    /// The graphs built so far, for subgraph nodes.
+    pub graphs: &'a std::collections::BTreeMap<String, Arc<Graph>>,
+}
+
 /// Builds the node a declaration describes; errors say what is wrong with it.
 pub(super) fn build(
     spec: &NodeSpec,
-    native: &NativeNodes,
+    context: &BuildContext<'_>,
 ) -> Result<(&'static str, Arc<dyn Node>), String> {
     match spec {
         NodeSpec::Noop { .. } => Ok(("noop", Arc::new(Noop))),
@@ -108,35 +121,45 @@ pub(super) fn build(
             provider,
             tools,
             delay_ms,
+            ..
         } => {
-            if provider != "scripted" {
-                return Err(format!(
-                    "node '{name}' has chat model provider '{provider}'; expected \"scripted\""
-                ));
+            let bound = context.tools.resolve(name, tools)?;
+            match provider.as_str() {
+                "scripted" => Ok((
+                    "chat_model",
+                    Arc::new(ScriptedChatModel {
+                        tools: tools.clone(),
+                        delay: Duration::from_millis(*delay_ms),
+                    }),
+                )),
+                "openai" => Ok(("chat_model", Arc::new(openai::ChatModel::new(spec, bound)?))),
+                _ => Err(format!(
+                    "node '{name}' has chat model provider '{provider}'; expected \"scripted\" or \"openai\""
+                )),
             }
-            check_tools(name, tools)?;
-            Ok((
-                "chat_model",
-                Arc::new(ScriptedChatModel {
-                    tools: tools.clone(),
-                    delay: Duration::from_millis(*delay_ms),
-                }),
-            ))
         }
         NodeSpec::Tools {
             name,
             tools,
             delay_ms,
-        } => {
-            check_tools(name, tools)?;
-            Ok((
-                "tools",
-                Arc::new(ToolsNode {
-                    tools: tools.clone(),
-                    delay: Duration::from_millis(*delay_ms),
-                }),
-            ))
-        }
+        } => Ok((
+            "tools",
+            Arc::new(ToolsNode {
+                tools: context.tools.resolve(name, tools)?,
+                delay: Duration::from_millis(*delay_ms),
+            }),
+        )),
+        NodeSpec::Http { .. } => Ok(("http", Arc::new(external::HttpNode::new(spec)?))),
+        NodeSpec::Command { .. } => Ok((
+            "command",
+            Arc::new(external::CommandNode::new(spec, context.dir)?),
+        )),
+        NodeSpec::Subgraph { name, graph } => match context.graphs.get(graph) {
+            Some(graph) => Ok(("subgraph", Arc::new(super::subgraph::SubgraphNode::new(graph.clone())))),
+            None => Err(format!(
+                "node '{name}' runs graph '{graph}', which is not declared (or declared after it, or part of a cycle)"
+            )),
+        },
         NodeSpec::Interrupt {
             name: _,
             value,
@@ -148,23 +171,14 @@ pub(super) fn build(
                 resume_key: resume_key.clone(),
             }),
         )),
-        NodeSpec::Native { name, function } => native
+        NodeSpec::Native { name, function } => context
+            .native
             .functions
             .get(function)
             .map(|node| ("native", node.clone()))
             .ok_or_else(|| {
                 format!("node '{name}' uses native function '{function}', which is not registered")
             }),
-    }
-}
-
-fn check_tools(node: &str, tools: &[String]) -> Result<(), String> {
-    match tools.iter().find(|tool| !scripted::is_builtin_tool(tool)) {
-        Some(unknown) => Err(format!(
-            "node '{node}' names tool '{unknown}'; built-in tools: {}",
-            scripted::BUILTIN_TOOLS.join(", ")
-        )),
-        None => Ok(()),
     }
 }
 
@@ -192,7 +206,7 @@ async fn pause(delay: Duration) {
     }
 }
 
-fn messages_of(state: &JsonMap) -> &[Value] {
+pub(super) fn messages_of(state: &JsonMap) -> &[Value] {
     state
         .get("messages")
         .and_then(Value::as_array)
@@ -200,7 +214,7 @@ fn messages_of(state: &JsonMap) -> &[Value] {
         .unwrap_or(&[])
 }
 
-fn messages_update(messages: Vec<Value>) -> JsonMap {
+pub(super) fn messages_update(messages: Vec<Value>) -> JsonMap {
     let mut update = JsonMap::new();
     update.insert("messages".into(), Value::Array(messages));
     update
@@ -279,7 +293,7 @@ impl Node for InterruptNode {
 
 /// Executes the tool calls of the last AI message, concurrently, one tool message per call.
 struct ToolsNode {
-    tools: Vec<String>,
+    tools: Vec<Arc<Tool>>,
     delay: Duration,
 }
 
@@ -299,7 +313,7 @@ impl Node for ToolsNode {
                 let tools = &tools;
                 async move {
                     pause(delay).await;
-                    scripted::run_tool(call, tools)
+                    tools::run_call(call, tools).await
                 }
             }))
             .await;

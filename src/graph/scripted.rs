@@ -12,11 +12,6 @@ pub const SEARCH_TOOL: &str = "tavily_search_results_json";
 /// Tools that need no configuration.
 pub const BUILTIN_TOOLS: [&str; 1] = [SEARCH_TOOL];
 
-/// Whether `name` is a built-in tool.
-pub fn is_builtin_tool(name: &str) -> bool {
-    BUILTIN_TOOLS.contains(&name)
-}
-
 fn ai_message(content: String, calls: Vec<Value>) -> Value {
     json!({
         "content": content,
@@ -156,37 +151,12 @@ fn search(query: &str) -> Value {
     })
 }
 
-/// Executes one tool call; a failure becomes a tool message with status `error`.
-pub fn run_tool(call: &Value, tools: &[String]) -> Value {
-    let name = call["name"].as_str().unwrap_or_default();
-    let (content, status) = if !tools.iter().any(|tool| tool == name) {
-        (
-            format!(
-                "Error: {name} is not a valid tool, try one of [{}].",
-                tools.join(", ")
-            ),
-            "error",
-        )
-    } else {
-        match call["args"]["query"].as_str() {
-            Some(query) => (search(query).to_string(), "success"),
-            None => (
-                "Error: the 'query' argument (a string) is required".to_owned(),
-                "error",
-            ),
-        }
-    };
-    json!({
-        "content": content,
-        "additional_kwargs": {},
-        "response_metadata": {},
-        "type": "tool",
-        "name": name,
-        "id": Uuid::new_v4().to_string(),
-        "tool_call_id": call["id"],
-        "artifact": null,
-        "status": status,
-    })
+/// The canned search tool on a call's arguments: the result text, or what is wrong with them.
+pub fn search_tool(args: &Value) -> Result<String, String> {
+    match args["query"].as_str() {
+        Some(query) => Ok(search(query).to_string()),
+        None => Err("the 'query' argument (a string) is required".to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -224,7 +194,11 @@ mod tests {
         let tools = vec![SEARCH_TOOL.to_owned()];
         let question = human("what's the weather in nyc?");
         let call = reply(std::slice::from_ref(&question), &tools);
-        let result = run_tool(&call["tool_calls"][0], &tools);
+        let result = crate::graph::tools::tool_message(
+            &call["tool_calls"][0],
+            search_tool(&call["tool_calls"][0]["args"]).unwrap(),
+            "success",
+        );
         assert_eq!(result["tool_call_id"], call["tool_calls"][0]["id"]);
         let answer = reply(&[question, call, result.clone()], &tools);
         let text = answer["content"].as_str().unwrap();
@@ -236,12 +210,9 @@ mod tests {
     }
 
     #[test]
-    fn other_questions_are_echoed_and_unknown_tools_fail_softly() {
+    fn other_questions_are_echoed_and_bad_search_arguments_are_named() {
         assert_eq!(reply(&[human("hi")], &[])["content"], "You said: hi");
-        let failed = run_tool(
-            &json!({"name": "nope", "args": {}, "id": "c"}),
-            &[SEARCH_TOOL.to_owned()],
-        );
-        assert_eq!(failed["status"], "error");
+        let error = search_tool(&json!({"q": 1})).unwrap_err();
+        assert!(error.contains("'query'"), "{error}");
     }
 }

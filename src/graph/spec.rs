@@ -1,7 +1,8 @@
 //! The graph declaration format: one TOML file per graph, read from the files listed in
 //! `[graphs] files` of the settings. Documented in `docs/graphs.md`.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -21,6 +22,75 @@ pub struct GraphSpec {
     pub channels: toml::Table,
     pub nodes: Vec<NodeSpec>,
     pub edges: Vec<EdgeSpec>,
+    /// Tools that `chat_model` and `tools` nodes may name, besides the built-in ones.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolSpec>,
+    /// The directory of the graph file: relative command paths and working directories start here.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// A tool declared in a graph file. Every kind has a description and a JSON Schema for its
+/// arguments, which a chat model bound to the tool receives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToolSpec {
+    /// POSTs the call's arguments as JSON to `url`; the response body is the result.
+    Http {
+        url: String,
+        description: Option<String>,
+        /// JSON Schema of the arguments (default: any object).
+        parameters: Option<toml::Value>,
+        /// Extra request headers.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Seconds before the call fails (default 30).
+        timeout_seconds: Option<f64>,
+    },
+    /// Runs `command` (program and arguments) with the call's arguments as JSON on stdin; its
+    /// stdout is the result. Killed when it overruns its timeout.
+    Command {
+        command: Vec<String>,
+        description: Option<String>,
+        parameters: Option<toml::Value>,
+        /// Extra environment variables.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        timeout_seconds: Option<f64>,
+    },
+}
+
+/// How an `http` or `command` node retries a failed attempt.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (default 3).
+    #[serde(default = "RetrySpec::default_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the second attempt, in ms (default 500).
+    #[serde(default = "RetrySpec::default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Each later wait is the previous one times this (default 2).
+    #[serde(default = "RetrySpec::default_backoff_factor")]
+    pub backoff_factor: f64,
+    /// Longest wait, in ms (default 10000).
+    #[serde(default = "RetrySpec::default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl RetrySpec {
+    fn default_attempts() -> u32 {
+        3
+    }
+    fn default_backoff_ms() -> u64 {
+        500
+    }
+    fn default_backoff_factor() -> f64 {
+        2.0
+    }
+    fn default_max_backoff_ms() -> u64 {
+        10_000
+    }
 }
 
 /// One node: a name plus a built-in kind and its options.
@@ -32,14 +102,29 @@ pub enum NodeSpec {
     /// A chat model that reads the `messages` channel and appends its answer.
     ChatModel {
         name: String,
-        /// `scripted`: the built-in offline model.
+        /// `scripted`: the built-in offline model; `openai`: any OpenAI-compatible endpoint.
         provider: String,
         /// Tools bound to the model.
         #[serde(default)]
         tools: Vec<String>,
-        /// How long each call takes unless the run's `configurable.delay` (seconds) says otherwise.
+        /// Scripted only: how long each call takes unless the run's `configurable.delay`
+        /// (seconds) says otherwise.
         #[serde(default)]
         delay_ms: u64,
+        /// OpenAI-compatible: the API root, e.g. `https://api.openai.com/v1`.
+        base_url: Option<String>,
+        /// OpenAI-compatible: the model name sent with each request.
+        model: Option<String>,
+        /// OpenAI-compatible: the environment variable holding the API key (never logged).
+        api_key_env: Option<String>,
+        temperature: Option<f64>,
+        max_tokens: Option<u64>,
+        /// A system message put before the conversation.
+        system_prompt: Option<String>,
+        /// Seconds before a call fails (default 60).
+        timeout_seconds: Option<f64>,
+        /// Ask for a token stream (default true); tokens feed `messages` mode live.
+        stream: Option<bool>,
     },
     /// Executes every tool call of the last AI message and appends one tool message per call.
     Tools {
@@ -57,6 +142,27 @@ pub enum NodeSpec {
     },
     /// A Rust function registered through the library (`NativeNodes`).
     Native { name: String, function: String },
+    /// POSTs `{state, config}` to `url` and applies the returned JSON as a partial update.
+    Http {
+        name: String,
+        url: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Seconds per attempt before it fails (default 60).
+        timeout_seconds: Option<f64>,
+        retry: Option<RetrySpec>,
+    },
+    /// Runs `command` with `{state, config}` on stdin and applies its stdout as a partial update.
+    Command {
+        name: String,
+        command: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        timeout_seconds: Option<f64>,
+        retry: Option<RetrySpec>,
+    },
+    /// Runs another configured graph on this graph's state.
+    Subgraph { name: String, graph: String },
 }
 
 impl NodeSpec {
@@ -67,12 +173,16 @@ impl NodeSpec {
             | NodeSpec::ChatModel { name, .. }
             | NodeSpec::Tools { name, .. }
             | NodeSpec::Interrupt { name, .. }
-            | NodeSpec::Native { name, .. } => name,
+            | NodeSpec::Native { name, .. }
+            | NodeSpec::Http { name, .. }
+            | NodeSpec::Command { name, .. }
+            | NodeSpec::Subgraph { name, .. } => name,
         }
     }
 }
 
-/// An edge: `from` → `to`, or a conditional edge `from` → `when` ? `then` : `else`.
+/// An edge: `from` → `to`; a conditional edge `from` → `when` ? `then` : `else`; or a switch on
+/// the value of a state key, `from` → `cases[state[switch]]`, else `else`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeSpec {
@@ -81,6 +191,10 @@ pub struct EdgeSpec {
     /// The router of a conditional edge: `has_tool_calls`.
     pub when: Option<String>,
     pub then: Option<String>,
+    /// The state key a switch edge routes on.
+    pub switch: Option<String>,
+    /// Switch targets by the key's value (strings as they are, other values as JSON text).
+    pub cases: Option<BTreeMap<String, String>>,
     #[serde(rename = "else")]
     pub otherwise: Option<String>,
 }
@@ -92,6 +206,7 @@ impl GraphSpec {
             .map_err(|error| format!("cannot read graph file {}: {error}", path.display()))?;
         let mut spec: GraphSpec = toml::from_str(&text)
             .map_err(|error| format!("invalid graph file {}: {error}", path.display()))?;
+        spec.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if spec.id.is_none() {
             spec.id = path
                 .file_stem()
