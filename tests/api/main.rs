@@ -2,8 +2,10 @@
 
 mod assistants;
 mod double_texting;
+mod external;
 mod helpers;
 mod hitl;
+mod models;
 mod runs;
 mod sse;
 mod state;

@@ -1,0 +1,1 @@
+//! http and command nodes and tools against real servers and scripts on loopback.

@@ -1,0 +1,1 @@
+//! Chat model nodes against a real OpenAI-compatible server on loopback.
