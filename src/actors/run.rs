@@ -93,7 +93,8 @@ impl RunActor {
             self.run.run_id,
             &self.run.metadata,
             &kwargs.configurable(),
-        );
+        )
+        .with_subgraphs(kwargs.subgraphs);
         RunPlan {
             // Validated when the run was created.
             command: kwargs
@@ -115,6 +116,8 @@ impl RunActor {
             recursion_limit: kwargs.recursion_limit().unwrap_or(DEFAULT_RECURSION_LIMIT),
             interrupt_before: breakpoints(&self.graph.interrupt_before, &kwargs.interrupt_before),
             interrupt_after: breakpoints(&self.graph.interrupt_after, &kwargs.interrupt_after),
+            namespace: String::new(),
+            parents: crate::domain::JsonMap::new(),
         }
     }
 
@@ -271,6 +274,7 @@ impl Handler<StopRun> for RunActor {
 }
 
 /// Persists a run's checkpoints through the fenced writer.
+#[derive(Clone)]
 struct DbSink {
     db: Db,
 }
@@ -284,5 +288,9 @@ impl CheckpointSink for DbSink {
                 other => Halt::Failed(storage_failure(other)),
             })
         })
+    }
+
+    fn share(&self) -> Box<dyn CheckpointSink> {
+        Box::new(self.clone())
     }
 }

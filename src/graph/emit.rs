@@ -121,6 +121,11 @@ pub struct Emitter {
     graph_lc_run_id: Uuid,
     /// Messages streamed token by token, by id, accumulated (legacy `messages/partial`).
     streamed: Mutex<HashMap<String, Value>>,
+    /// The checkpoint namespace of the graph this emitter renders: empty for the run's own
+    /// graph, `node:task_id` (joined with `|` when nested) for a subgraph.
+    namespace: String,
+    /// `stream_subgraphs`: subgraphs publish their events with a `|<namespace>` suffix.
+    subgraphs: bool,
 }
 
 fn iso_now() -> Value {
@@ -174,6 +179,42 @@ impl Emitter {
             configurable: config,
             graph_lc_run_id: Uuid::now_v7(),
             streamed: Mutex::new(HashMap::new()),
+            namespace: String::new(),
+            subgraphs: false,
+        }
+    }
+
+    /// With `stream_subgraphs`: subgraph events reach the stream, suffixed with their namespace.
+    pub fn with_subgraphs(mut self, subgraphs: bool) -> Self {
+        self.subgraphs = subgraphs;
+        self
+    }
+
+    /// The emitter of a subgraph running in checkpoint namespace `namespace`: it publishes with a
+    /// `|<namespace>` suffix when the run streams subgraphs, and nothing otherwise.
+    pub fn subgraph(&self, namespace: String) -> Self {
+        let mut configurable = self.configurable.clone();
+        configurable.insert("checkpoint_ns".into(), json!(namespace));
+        Self {
+            stream: self.stream.clone().filter(|_| self.subgraphs),
+            modes: self.modes,
+            thread_id: self.thread_id,
+            run_id: self.run_id,
+            task_metadata: self.task_metadata.clone(),
+            configurable,
+            graph_lc_run_id: Uuid::now_v7(),
+            streamed: Mutex::new(HashMap::new()),
+            namespace,
+            subgraphs: self.subgraphs,
+        }
+    }
+
+    /// The namespace of a task of this emitter's graph (`langgraph_checkpoint_ns`).
+    fn task_namespace(&self, task: &TaskInfo) -> String {
+        if self.namespace.is_empty() {
+            format!("{}:{}", task.node, task.id)
+        } else {
+            format!("{}|{}:{}", self.namespace, task.node, task.id)
         }
     }
 
@@ -195,7 +236,11 @@ impl Emitter {
 
     fn publish(&self, name: &str, data: &Value) {
         if let Some(stream) = &self.stream {
-            stream.publish(name, data);
+            if self.namespace.is_empty() {
+                stream.publish(name, data);
+            } else {
+                stream.publish(&format!("{name}|{}", self.namespace), data);
+            }
         }
     }
 
@@ -262,12 +307,12 @@ impl Emitter {
             payload["checkpoint"] = json!({
                 "checkpoint_id": checkpoint.checkpoint_id,
                 "thread_id": self.thread_id,
-                "checkpoint_ns": "",
+                "checkpoint_ns": self.namespace,
             });
             payload["parent_checkpoint"] = checkpoint
                 .parent_checkpoint_id
                 .map(|parent| {
-                    json!({"checkpoint_id": parent, "thread_id": self.thread_id, "checkpoint_ns": ""})
+                    json!({"checkpoint_id": parent, "thread_id": self.thread_id, "checkpoint_ns": self.namespace})
                 })
                 .unwrap_or(Value::Null);
             self.publish(
@@ -422,7 +467,7 @@ impl Emitter {
         metadata.insert("langgraph_path".into(), json!(["__pregel_pull", task.node]));
         metadata.insert(
             "langgraph_checkpoint_ns".into(),
-            json!(format!("{}:{}", task.node, task.id)),
+            json!(self.task_namespace(task)),
         );
         if let Some(model) = model {
             metadata.insert("ls_provider".into(), json!(model.provider));

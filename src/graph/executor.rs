@@ -41,7 +41,14 @@ pub struct RunPlan {
     pub emitter: Arc<Emitter>,
     /// `command`: resume interrupts, update the state, go to nodes. Takes precedence over input.
     pub command: Option<Command>,
+    /// The checkpoint namespace: empty for the run's graph, `node:task_id` for a subgraph.
+    pub namespace: String,
+    /// `metadata.parents` of every checkpoint: the parent graphs' checkpoints by namespace.
+    pub parents: JsonMap,
 }
+
+/// The error class a subgraph's node result carries when storage fenced the run.
+const FENCED_ERROR: &str = "__fenced__";
 
 /// A run's `command`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -158,6 +165,9 @@ impl From<RunError> for Halt {
 pub trait CheckpointSink: Send {
     /// Persists a checkpoint of this run.
     fn save(&mut self, checkpoint: Checkpoint) -> BoxFuture<'static, Result<(), Halt>>;
+
+    /// A sink for the same run that a subgraph task can own.
+    fn share(&self) -> Box<dyn CheckpointSink>;
 }
 
 /// The checkpoint metadata every checkpoint of a run shares: scalar `configurable` and run
@@ -206,10 +216,10 @@ impl RunPlan {
         let mut metadata = self.base_metadata.clone();
         metadata.insert("source".into(), json!(source.as_str()));
         metadata.insert("step".into(), json!(step));
-        metadata.insert("parents".into(), json!({}));
+        metadata.insert("parents".into(), Value::Object(self.parents.clone()));
         Checkpoint {
             thread_id: self.thread_id,
-            checkpoint_ns: String::new(),
+            checkpoint_ns: self.namespace.clone(),
             checkpoint_id,
             parent_checkpoint_id: parent,
             run_id: Some(self.run_id),
@@ -221,6 +231,33 @@ impl RunPlan {
             metadata,
             created_at: Timestamp::now(),
             updated_by,
+        }
+    }
+
+    /// The plan of `graph` run as the task `task` of this plan's graph, from `checkpoint`.
+    fn subgraph(&self, graph: Arc<Graph>, task: &TaskInfo, checkpoint: CheckpointId) -> RunPlan {
+        let own = format!("{}:{}", task.node, task.id);
+        let namespace = if self.namespace.is_empty() {
+            own
+        } else {
+            format!("{}|{own}", self.namespace)
+        };
+        let mut parents = self.parents.clone();
+        parents.insert(self.namespace.clone(), json!(checkpoint));
+        RunPlan {
+            graph,
+            thread_id: self.thread_id,
+            run_id: self.run_id,
+            input: None,
+            node_config: self.node_config.clone(),
+            base_metadata: self.base_metadata.clone(),
+            recursion_limit: self.recursion_limit,
+            interrupt_before: vec![],
+            interrupt_after: vec![],
+            emitter: Arc::new(self.emitter.subgraph(namespace.clone())),
+            command: None,
+            namespace,
+            parents,
         }
     }
 
@@ -570,6 +607,46 @@ async fn interrupted(
     })
 }
 
+/// Runs a subgraph task: the parent's state (its channels that the subgraph has) is the input;
+/// the subgraph checkpoints in its own namespace; its final values become the task's update.
+fn subgraph(
+    plan: RunPlan,
+    parent: Arc<Graph>,
+    state: Arc<JsonMap>,
+    mut sink: Box<dyn CheckpointSink>,
+) -> BoxFuture<'static, crate::graph::nodes::NodeResult> {
+    fn error_of(halt: Halt) -> RunError {
+        match halt {
+            Halt::Failed(error) => error,
+            Halt::Fenced => RunError::new(FENCED_ERROR, "the run was stopped"),
+        }
+    }
+    Box::pin(async move {
+        let mut plan = plan;
+        let input = plan.graph.input_from(&state);
+        plan.input = Some(Value::Object(input));
+        let begin = begin(&plan, None, false)?;
+        for checkpoint in &begin.checkpoints {
+            sink.save(checkpoint.clone()).await.map_err(error_of)?;
+        }
+        plan.emitter
+            .run_began(&begin.checkpoints, &begin.cursor.values);
+        let finish = execute(&plan, begin.cursor, false, sink.as_mut())
+            .await
+            .map_err(error_of)?;
+        if !finish.interrupts.is_empty() {
+            return Err(RunError::new(
+                "SubgraphInterruptError",
+                format!(
+                    "graph '{}' paused with an interrupt inside a subgraph; interrupts in subgraphs are not supported yet",
+                    plan.graph.id
+                ),
+            ));
+        }
+        Ok(Some(parent.output_from(&plan.graph, &state, finish.values)))
+    })
+}
+
 /// Executes supersteps from `cursor` until no node is triggered, a breakpoint fires, a node
 /// fails, the recursion limit is hit, or the sink fences the run.
 pub async fn execute(
@@ -631,11 +708,16 @@ pub async fn execute(
                 continue;
             }
             plan.emitter.task_started(&task, &state);
-            let node = plan
-                .graph
-                .node(name)
-                .map(|definition| definition.node.clone());
+            let definition = plan.graph.node(name);
             let interrupted = Arc::new(std::sync::Mutex::new(None));
+            if let Some(graph) = definition.and_then(|definition| definition.subgraph.clone()) {
+                let child = plan.subgraph(graph, &task, cursor.checkpoint_id);
+                let run = subgraph(child, plan.graph.clone(), state.clone(), sink.share());
+                let handle = tokio::spawn(run);
+                tasks.push((task, None, Running::Task(AbortOnDrop(handle), interrupted)));
+                continue;
+            }
+            let node = definition.map(|definition| definition.node.clone());
             let input = NodeInput {
                 node: name.clone(),
                 step,
@@ -675,6 +757,7 @@ pub async fn execute(
                     plan.emitter.task_finished(info, update.as_ref());
                     results.push(update);
                 }
+                Ok(Err(error)) if error.error == FENCED_ERROR => return Err(Halt::Fenced),
                 Ok(Err(error)) if error.error == INTERRUPT_ERROR => {
                     match NodeInput::take_interrupt(interrupted) {
                         Some(value) => {
@@ -743,6 +826,11 @@ mod tests {
             self.0.push(checkpoint);
             Box::pin(async { Ok(()) })
         }
+
+        /// Subgraph checkpoints are not collected.
+        fn share(&self) -> Box<dyn CheckpointSink> {
+            Box::new(Collect(vec![]))
+        }
     }
 
     fn plan(graph_toml: &str, input: Value) -> RunPlan {
@@ -765,6 +853,8 @@ mod tests {
             interrupt_after: vec![],
             emitter: Arc::new(Emitter::silent()),
             command: None,
+            namespace: String::new(),
+            parents: JsonMap::new(),
         }
     }
 

@@ -9,7 +9,6 @@ pub mod nodes;
 pub mod openai;
 pub mod scripted;
 pub mod spec;
-pub mod subgraph;
 pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
@@ -118,6 +117,8 @@ pub struct NodeDef {
     /// The declared kind, for `/graph` and logs.
     pub kind: &'static str,
     pub node: Arc<dyn Node>,
+    /// For a `subgraph` node, the graph it runs (the executor runs it in its own namespace).
+    pub subgraph: Option<Arc<Graph>>,
 }
 
 /// A validated, executable graph.
@@ -193,7 +194,16 @@ impl Graph {
                 return Err(fail(format!("node '{name}' is declared twice")));
             }
             let (kind, node) = nodes::build(node_spec, &context).map_err(fail)?;
-            nodes.push(NodeDef { name, kind, node });
+            let subgraph = match node_spec {
+                NodeSpec::Subgraph { graph, .. } => graphs.get(graph).cloned(),
+                _ => None,
+            };
+            nodes.push(NodeDef {
+                name,
+                kind,
+                node,
+                subgraph,
+            });
         }
         let known = |name: &str| name == END || nodes.iter().any(|node| node.name == name);
         let mut edges: HashMap<String, Vec<Edge>> = HashMap::new();
@@ -363,6 +373,47 @@ impl Graph {
         Ok(())
     }
 
+    /// The input of this graph run as a subgraph: the parent's state, restricted to the channels
+    /// this graph has.
+    pub fn input_from(&self, parent_state: &JsonMap) -> JsonMap {
+        self.channels
+            .iter()
+            .filter_map(|channel| {
+                parent_state
+                    .get(&channel.name)
+                    .map(|value| (channel.name.clone(), value.clone()))
+            })
+            .collect()
+    }
+
+    /// The update a subgraph's final `values` make to this graph, whose state was `before`: the
+    /// channels both graphs have. List channels contribute only what the subgraph added (message
+    /// channels merge by id, so their whole list is safe); replace channels their value.
+    pub fn output_from(&self, subgraph: &Graph, before: &JsonMap, mut values: JsonMap) -> JsonMap {
+        let mut update = JsonMap::new();
+        for channel in &self.channels {
+            if !subgraph.channels.iter().any(|own| own.name == channel.name) {
+                continue;
+            }
+            let Some(value) = values.remove(&channel.name) else {
+                continue;
+            };
+            let value = match (channel.reducer, value) {
+                (Reducer::Append, Value::Array(mut items)) => {
+                    let earlier = before
+                        .get(&channel.name)
+                        .and_then(Value::as_array)
+                        .filter(|earlier| items.starts_with(earlier))
+                        .map_or(0, Vec::len);
+                    Value::Array(items.split_off(earlier))
+                }
+                (_, value) => value,
+            };
+            update.insert(channel.name.clone(), value);
+        }
+        update
+    }
+
     /// The nodes to run after `executed` wrote their updates into `values`: the union of their
     /// outgoing edges, in declaration order, without `__end__`.
     pub fn next_after(&self, executed: &[String], values: &JsonMap) -> Vec<String> {
@@ -438,6 +489,38 @@ impl Graph {
             }
         }
         json!({"nodes": nodes, "edges": edges})
+    }
+
+    /// The schemas of the subgraphs by namespace (`node`, nested ones `node|inner` with
+    /// `recurse`), only those under `namespace` when given; `{}` when there are none.
+    pub fn subgraph_schemas(&self, namespace: Option<&str>, recurse: bool) -> Value {
+        let mut found = JsonMap::new();
+        self.collect_subgraphs("", namespace, recurse, &mut found);
+        Value::Object(found)
+    }
+
+    fn collect_subgraphs(
+        &self,
+        prefix: &str,
+        namespace: Option<&str>,
+        recurse: bool,
+        found: &mut JsonMap,
+    ) {
+        for node in &self.nodes {
+            let Some(subgraph) = &node.subgraph else {
+                continue;
+            };
+            let path = format!("{prefix}{}", node.name);
+            let wanted = namespace.map_or(true, |namespace| path == namespace);
+            if wanted {
+                found.insert(path.clone(), subgraph.schemas());
+            }
+            let deeper =
+                namespace.is_some_and(|namespace| namespace.starts_with(&format!("{path}|")));
+            if recurse && wanted || deeper {
+                subgraph.collect_subgraphs(&format!("{path}|"), namespace, recurse, found);
+            }
+        }
     }
 
     /// JSON Schemas of the state, input, output, config and context for `/schemas`.
@@ -599,6 +682,75 @@ mod tests {
             json!([{"type": "ai", "content": "done", "tool_calls": []}]),
         );
         assert!(graph.next_after(&["agent".into()], &values).is_empty());
+    }
+
+    #[test]
+    fn switch_edges_route_on_a_state_value() {
+        let spec = parse_spec(
+            "s",
+            r#"
+            [channels]
+            route = "replace"
+            [[nodes]]
+            name = "a"
+            kind = "noop"
+            [[nodes]]
+            name = "b"
+            kind = "noop"
+            [[nodes]]
+            name = "c"
+            kind = "noop"
+            [[edges]]
+            from = "__start__"
+            switch = "route"
+            cases = { left = "a", "2" = "b" }
+            else = "c"
+        "#,
+        )
+        .unwrap();
+        let graph = Graph::from_spec(spec, &NativeNodes::default()).unwrap();
+        let route = |value: Value| {
+            let values = json!({ "route": value }).as_object().unwrap().clone();
+            graph.next_after(&[START.into()], &values)
+        };
+        assert_eq!(route(json!("left")), ["a"]);
+        assert_eq!(route(json!(2)), ["b"]);
+        assert_eq!(route(json!("up")), ["c"]);
+        assert_eq!(route(Value::Null), ["c"]);
+        let drawn = graph.drawable();
+        assert_eq!(drawn["edges"].as_array().unwrap().len(), 3);
+        let no_cases = parse_spec("s", "[channels]\n[[nodes]]\nname = \"a\"\nkind = \"noop\"\n[[edges]]\nfrom = \"__start__\"\nswitch = \"k\"\n").unwrap();
+        let error = Graph::from_spec(no_cases, &NativeNodes::default()).unwrap_err();
+        assert!(error.to_string().contains("needs `cases`"), "{error}");
+    }
+
+    #[test]
+    fn a_subgraph_hands_its_parent_only_what_it_added_to_list_channels() {
+        let spec = "[channels]\nnotes = \"append\"\nlast = \"replace\"\nown = \"replace\"\n[[nodes]]\nname = \"a\"\nkind = \"noop\"\n[[edges]]\nfrom = \"__start__\"\nto = \"a\"\n";
+        let parent =
+            Graph::from_spec(parse_spec("p", spec).unwrap(), &NativeNodes::default()).unwrap();
+        let child_spec = spec.replace("own = \"replace\"\n", "");
+        let child = Graph::from_spec(
+            parse_spec("c", &child_spec).unwrap(),
+            &NativeNodes::default(),
+        )
+        .unwrap();
+        let before = json!({"notes": [1], "last": "x", "own": 7})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            Value::Object(child.input_from(&before)),
+            json!({"notes": [1], "last": "x"})
+        );
+        let after = json!({"notes": [1, 2, 3], "last": "y", "own": 9})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            Value::Object(parent.output_from(&child, &before, after)),
+            json!({"notes": [2, 3], "last": "y"})
+        );
     }
 
     #[test]

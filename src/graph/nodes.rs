@@ -155,7 +155,7 @@ pub(super) fn build(
             Arc::new(external::CommandNode::new(spec, context.dir)?),
         )),
         NodeSpec::Subgraph { name, graph } => match context.graphs.get(graph) {
-            Some(graph) => Ok(("subgraph", Arc::new(super::subgraph::SubgraphNode::new(graph.clone())))),
+            Some(_) => Ok(("subgraph", Arc::new(RunsInExecutor))),
             None => Err(format!(
                 "node '{name}' runs graph '{graph}', which is not declared (or declared after it, or part of a cycle)"
             )),
@@ -218,6 +218,17 @@ pub(super) fn messages_update(messages: Vec<Value>) -> JsonMap {
     let mut update = JsonMap::new();
     update.insert("messages".into(), Value::Array(messages));
     update
+}
+
+/// The node of a `subgraph` declaration: the executor runs the subgraph itself, in its own
+/// checkpoint namespace, so this is never invoked.
+struct RunsInExecutor;
+
+impl Node for RunsInExecutor {
+    fn invoke(&self, input: NodeInput) -> BoxFuture<'static, NodeResult> {
+        let message = format!("subgraph node '{}' runs through the executor", input.node);
+        Box::pin(async move { Err(RunError::new("RuntimeError", message)) })
+    }
 }
 
 /// A node that returns no update (the `echo` graph measures the runtime's own overhead with it).

@@ -359,11 +359,31 @@ pub async fn schemas(
     Ok(HttpResponse::Ok().json(graph_of(&state, &path, false).await?.schemas()))
 }
 
-/// `GET /assistants/{assistant_id}/subgraphs`: no declared graph has subgraphs yet.
+/// `?recurse=` of the subgraphs endpoints.
+#[derive(Debug, Deserialize)]
+pub struct SubgraphsQuery {
+    #[serde(default)]
+    recurse: bool,
+}
+
+/// `GET /assistants/{assistant_id}/subgraphs`: the schemas of the graph's subgraphs by
+/// namespace (the node that runs each), nested ones too with `recurse=true`.
 pub async fn subgraphs(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<SubgraphsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    graph_of(&state, &path, false).await?;
-    Ok(HttpResponse::Ok().json(json!({})))
+    let graph = graph_of(&state, &path, false).await?;
+    Ok(HttpResponse::Ok().json(graph.subgraph_schemas(None, query.recurse)))
+}
+
+/// `GET /assistants/{assistant_id}/subgraphs/{namespace}`: the same, for one namespace.
+pub async fn subgraphs_in(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<SubgraphsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (assistant, namespace) = path.into_inner();
+    let graph = graph_of(&state, &assistant, false).await?;
+    Ok(HttpResponse::Ok().json(graph.subgraph_schemas(Some(&namespace), query.recurse)))
 }

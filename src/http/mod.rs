@@ -70,6 +70,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
             resource("/assistants/{assistant_id}/subgraphs").route(get().to(assistants::subgraphs)),
         )
         .service(
+            resource("/assistants/{assistant_id}/subgraphs/{namespace}")
+                .route(get().to(assistants::subgraphs_in)),
+        )
+        .service(
             resource("/assistants/{assistant_id}/versions")
                 .route(web::post().to(assistants::versions)),
         )

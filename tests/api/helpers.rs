@@ -115,6 +115,12 @@ impl Gates {
                 Ok(None)
             }
         });
+        // Appends the node's name to the `notes` channel.
+        native.register("note", |input: NodeInput| async move {
+            let mut update = serde_json::Map::new();
+            update.insert("notes".into(), json!([input.node]));
+            Ok(Some(update))
+        });
         native.register("fault", |input: NodeInput| async move {
             match input.config.get("fault").and_then(Value::as_str) {
                 Some("panic") => panic!("the fault node panicked on purpose"),
@@ -177,6 +183,8 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
                 "tests/graphs/faulty.toml".into(),
                 "tests/graphs/emitter.toml".into(),
                 "tests/graphs/approval.toml".into(),
+                "tests/graphs/outer.toml".into(),
+                "tests/graphs/inner.toml".into(),
             ],
         },
         config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),

@@ -10,5 +10,6 @@ mod runs;
 mod sse;
 mod state;
 mod streaming;
+mod subgraphs;
 mod threads;
 mod validation;
