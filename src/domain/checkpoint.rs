@@ -56,6 +56,10 @@ pub struct TaskRecord {
     /// Dynamic interrupts raised by this task, pending until a run resumes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interrupts: Vec<Interrupt>,
+    /// The state a `Send` (`command.goto` `{"node", "input"}`) gave this task, run instead of
+    /// the graph state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<Value>,
 }
 
 /// A pending dynamic interrupt: the value a node paused with, and the id a resume names.
@@ -200,6 +204,7 @@ mod tests {
                 error: None,
                 result: None,
                 interrupts: vec![],
+                send: None,
             }],
             metadata: JsonMap::new(),
             created_at: Timestamp::now(),

@@ -58,7 +58,43 @@ pub struct Command {
     /// A state update applied through the reducers before continuing.
     pub update: Option<JsonMap>,
     /// Nodes to run next instead of the pending ones.
-    pub goto: Vec<String>,
+    pub goto: Vec<Goto>,
+}
+
+/// A `command.goto` target: a node, run on the state, or a `Send`: a node run on its own input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Goto {
+    pub node: String,
+    pub send: Option<JsonMap>,
+}
+
+impl Goto {
+    fn parse(value: &Value) -> Result<Goto, String> {
+        const EXPECTED: &str = "`goto` must be a node name, a Send ({\"node\": name, \"input\": object}) or a list of them";
+        match value {
+            Value::String(node) => Ok(Goto {
+                node: node.clone(),
+                send: None,
+            }),
+            Value::Object(fields) => {
+                let node = fields.get("node").and_then(Value::as_str);
+                let input = match fields.get("input") {
+                    None | Some(Value::Null) => Some(JsonMap::new()),
+                    Some(Value::Object(input)) => Some(input.clone()),
+                    Some(_) => None,
+                };
+                let known = fields.keys().all(|key| key == "node" || key == "input");
+                match (node, input, known) {
+                    (Some(node), Some(input), true) => Ok(Goto {
+                        node: node.to_owned(),
+                        send: Some(input),
+                    }),
+                    _ => Err(format!("{EXPECTED}, got {value}")),
+                }
+            }
+            other => Err(format!("{EXPECTED}, got {other}")),
+        }
+    }
 }
 
 impl Command {
@@ -82,20 +118,10 @@ impl Command {
         };
         let goto = match fields.get("goto") {
             None | Some(Value::Null) => vec![],
-            Some(Value::String(node)) => vec![node.clone()],
-            Some(Value::Array(nodes)) => nodes
-                .iter()
-                .map(|node| {
-                    node.as_str().map(str::to_owned).ok_or_else(|| {
-                        format!("`goto` must be a node name or a list of node names, got {node}")
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            Some(other) => {
-                return Err(format!(
-                    "`goto` must be a node name or a list of node names, got {other}"
-                ))
+            Some(Value::Array(targets)) => {
+                targets.iter().map(Goto::parse).collect::<Result<_, _>>()?
             }
+            Some(target) => vec![Goto::parse(target)?],
         };
         Ok(Command {
             resume: fields
@@ -270,15 +296,49 @@ impl RunPlan {
 
 /// The tasks pending at a checkpoint: one per node of `next`, with deterministic ids.
 fn pending_tasks(checkpoint_id: &CheckpointId, step: i64, next: &[String]) -> Vec<TaskRecord> {
-    next.iter()
-        .map(|name| TaskRecord {
-            id: task_id(checkpoint_id, step + 1, name),
+    task_ids(checkpoint_id, step + 1, next)
+        .into_iter()
+        .zip(next)
+        .map(|(id, name)| TaskRecord {
+            id,
             name: name.clone(),
             error: None,
             result: None,
             interrupts: vec![],
+            send: None,
         })
         .collect()
+}
+
+/// The ids of the tasks of superstep `step` run from `checkpoint_id`: a node that `Send`s
+/// trigger more than once gets a distinct id per task.
+fn task_ids(checkpoint_id: &CheckpointId, step: i64, next: &[String]) -> Vec<uuid::Uuid> {
+    next.iter()
+        .enumerate()
+        .map(|(index, name)| {
+            match next[..index]
+                .iter()
+                .filter(|earlier| *earlier == name)
+                .count()
+            {
+                0 => task_id(checkpoint_id, step, name),
+                repeat => task_id(checkpoint_id, step, &format!("{name}#{repeat}")),
+            }
+        })
+        .collect()
+}
+
+/// Copies what pending tasks carry (their `Send` input, and with `results` the result of a task
+/// that completed) from the same tasks at an earlier checkpoint, matched by position.
+fn carry_over(tasks: &mut [TaskRecord], earlier: &[TaskRecord], results: bool) {
+    for (task, old) in tasks.iter_mut().zip(earlier) {
+        if task.name == old.name {
+            task.send = old.send.clone();
+            if results {
+                task.result = old.result.clone();
+            }
+        }
+    }
 }
 
 fn cursor_of(checkpoint: &Checkpoint) -> Cursor {
@@ -387,7 +447,7 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
             })
         }
         (None, Some(base)) if fork => {
-            let copy = plan.checkpoint(
+            let mut copy = plan.checkpoint(
                 Some(base.checkpoint_id),
                 base.step + 1,
                 CheckpointSource::Fork,
@@ -395,6 +455,7 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
                 base.next.clone(),
                 base.updated_by.clone(),
             );
+            carry_over(&mut copy.tasks, &base.tasks, false);
             Ok(Begin {
                 cursor: cursor_of(&copy),
                 checkpoints: vec![copy],
@@ -446,7 +507,7 @@ fn begin_command(
     let next = if command.goto.is_empty() {
         base.next.clone()
     } else {
-        command.goto.clone()
+        command.goto.iter().map(|goto| goto.node.clone()).collect()
     };
     let mut checkpoint = plan.checkpoint(
         Some(base.checkpoint_id),
@@ -459,10 +520,10 @@ fn begin_command(
     // Without `goto` the same nodes stay pending: the results of those that completed in an
     // interrupted superstep carry over. Nodes named by `goto` always run.
     if command.goto.is_empty() {
-        for task in &mut checkpoint.tasks {
-            if let Some(old) = base.tasks.iter().find(|old| old.name == task.name) {
-                task.result = old.result.clone();
-            }
+        carry_over(&mut checkpoint.tasks, &base.tasks, true);
+    } else {
+        for (task, goto) in checkpoint.tasks.iter_mut().zip(&command.goto) {
+            task.send = goto.send.clone().map(Value::Object);
         }
     }
     let mut cursor = cursor_of(&checkpoint);
@@ -587,6 +648,7 @@ async fn interrupted(
         cursor.next,
         cursor.updated_by,
     );
+    carry_over(&mut checkpoint.tasks, &cursor.tasks, false);
     for (index, (task, result)) in checkpoint.tasks.iter_mut().zip(results).enumerate() {
         match raised.iter().find(|(raised_by, _)| *raised_by == index) {
             Some((_, value)) => task.interrupts.push(Interrupt {
@@ -689,20 +751,28 @@ pub async fn execute(
         let state = Arc::new(cursor.values.clone());
         let mut tasks: Vec<(TaskInfo, Option<Value>, Running)> =
             Vec::with_capacity(cursor.next.len());
-        for name in &cursor.next {
+        let ids = task_ids(&cursor.checkpoint_id, step, &cursor.next);
+        for (index, (name, id)) in cursor.next.iter().zip(ids).enumerate() {
             let task = TaskInfo {
-                id: task_id(&cursor.checkpoint_id, step, name),
+                id,
                 node: name.clone(),
                 step,
                 lc_run_id: uuid::Uuid::now_v7(),
             };
-            // A task that completed in a superstep another task interrupted keeps its result.
-            let completed = cursor
+            let record = cursor
                 .tasks
-                .iter()
-                .find(|record| record.name == *name && record.interrupts.is_empty())
+                .get(index)
+                .filter(|record| record.name == *name);
+            // A task that completed in a superstep another task interrupted keeps its result.
+            let completed = record
+                .filter(|record| record.interrupts.is_empty())
                 .and_then(|record| record.result.clone())
                 .filter(|_| name != START);
+            // A task a `Send` started runs on the Send's input instead of the state.
+            let state = match record.and_then(|record| record.send.as_ref()) {
+                Some(Value::Object(input)) => Arc::new(input.clone()),
+                _ => state.clone(),
+            };
             if let Some(result) = completed {
                 tasks.push((task, Some(result), Running::Done));
                 continue;

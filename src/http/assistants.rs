@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::extract::{self, json_body};
 use super::threads::SortOrder;

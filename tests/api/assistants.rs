@@ -67,7 +67,7 @@ async fn every_graph_has_a_system_assistant_with_the_official_id() {
         "array"
     );
     let count = app.post("/assistants/count", json!({})).await;
-    assert_eq!(count.body, json!(6));
+    assert_eq!(count.body, json!(8));
 }
 
 #[tokio::test]

@@ -157,3 +157,51 @@ async fn command_update_and_goto_continue_elsewhere() {
         assert_eq!(app.row_counts().await, before);
     }
 }
+
+#[tokio::test]
+async fn goto_sends_run_a_node_once_per_send_on_its_own_input() {
+    let app = spawn_app().await;
+    let thread_id = app.create_thread().await;
+    let first = json!({"assistant_id": "outer", "input": {"messages": [{"role": "user", "content": "hi"}]}});
+    wait(&app, &thread_id, first).await;
+    let human = |text: &str| json!({"messages": [{"type": "human", "content": text, "id": text}]});
+    let sends = json!({"assistant_id": "outer", "command": {"goto": [
+        {"node": "answer", "input": human("left")},
+        {"node": "answer", "input": human("right")},
+    ]}});
+    let result = wait(&app, &thread_id, sends).await;
+    let contents: Vec<&str> = result["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["content"].as_str().unwrap())
+        .collect();
+    // Each Send's task answered its own input; the inputs themselves never reached the state.
+    assert_eq!(
+        contents[3..],
+        ["You said: left", "You said: right"],
+        "{contents:?}"
+    );
+    assert_eq!(contents.len(), 5);
+    let history = app
+        .post(
+            &format!("/threads/{thread_id}/history"),
+            json!({"limit": 2}),
+        )
+        .await
+        .body;
+    let command_checkpoint = &history[1];
+    assert_eq!(command_checkpoint["metadata"]["source"], "input");
+    assert_eq!(command_checkpoint["next"], json!(["answer", "answer"]));
+    let tasks = command_checkpoint["tasks"].as_array().unwrap();
+    assert_ne!(tasks[0]["id"], tasks[1]["id"]);
+
+    let bad = app
+        .post(
+            &format!("/threads/{thread_id}/runs"),
+            json!({"assistant_id": "outer", "command": {"goto": {"node": "answer", "input": 3}}}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.detail().contains("Send"), "{}", bad.detail());
+}
