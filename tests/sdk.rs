@@ -120,6 +120,7 @@ fn every_strategy_and_resource_works_through_the_python_sdk() {
         "check_join_stream_resume",
         "check_stateless",
         "check_dynamic_interrupt",
+        "check_fork",
     ] {
         assert!(
             output.contains(&format!("ok {check}\n")),

@@ -250,12 +250,43 @@ async def check_dynamic_interrupt(client):
     assert (await client.threads.get(tid))["status"] == "idle"
 
 
+async def check_fork(client):
+    tid = (await client.threads.create())["thread_id"]
+    await client.runs.wait(tid, "agent", input=ask("weather in oslo"), config=FAST)
+    history = await client.threads.get_history(tid, limit=10)
+    [calling] = [entry for entry in history if entry["next"] == ["tools"]]
+    source = calling["checkpoint"]["checkpoint_id"]
+    # Time travel by running from a past checkpoint: the tools step runs again on a new branch.
+    replayed = await client.runs.wait(tid, "agent", input=None, config=FAST, checkpoint_id=source)
+    assert "oslo" in replayed["messages"][-1]["content"], replayed
+    # Edit the past: the model's tool call, replaced as if the agent asked about rome.
+    call = calling["values"]["messages"][-1]
+    edited = dict(call, tool_calls=[dict(call["tool_calls"][0], args={"query": "weather in rome"})])
+    update = await client.threads.update_state(tid, {"messages": [edited]}, as_node="agent", checkpoint_id=source)
+    state = await client.threads.get_state(tid)
+    assert state["checkpoint"]["checkpoint_id"] == update["checkpoint"]["checkpoint_id"], state
+    assert state["metadata"]["source"] == "update" and state["next"] == ["tools"], state
+    assert state["parent_checkpoint"]["checkpoint_id"] == source, state
+    answer = await client.runs.wait(tid, "agent", input=None, config=FAST)
+    assert "rome" in answer["messages"][-1]["content"], answer
+    assert len(answer["messages"]) == 4, answer
+    # History keeps every branch; three checkpoints grew from the source: the original tools
+    # step, the replay's fork and the update.
+    everything = await client.threads.get_history(tid, limit=100)
+    children = [entry["metadata"]["source"] for entry in everything
+                if (entry["parent_checkpoint"] or {}).get("checkpoint_id") == source]
+    assert sorted(children) == ["fork", "loop", "update"], children
+    contents = {entry["values"]["messages"][-1]["content"] for entry in everything
+                if entry["metadata"]["source"] == "loop" and entry["next"] == []}
+    assert any("oslo" in text for text in contents) and any("rome" in text for text in contents), contents
+
+
 async def main():
     client = get_client(url=URL)
     for check in [check_reject, check_enqueue, check_interrupt, check_rollback, check_rollback_on_many_threads,
                   check_wait_cancel_delete, check_state_and_history, check_breakpoint, check_threads,
                   check_assistants, check_stream, check_join_stream_resume, check_stateless,
-                  check_dynamic_interrupt]:
+                  check_dynamic_interrupt, check_fork]:
         await check(client)
         print("ok", check.__name__, flush=True)
 
