@@ -128,3 +128,100 @@ fn every_strategy_and_resource_works_through_the_python_sdk() {
         );
     }
 }
+
+#[path = "support/openai.rs"]
+mod openai_server;
+
+#[test]
+fn a_real_model_agent_loop_runs_through_the_python_sdk() {
+    let model = openai_server::FakeOpenAi::start();
+    let key_variable = "SPINDLE_SDK_TEST_OPENAI_KEY";
+    // The binary inherits the variable; the graph names it, never its value.
+    std::env::set_var(key_variable, "sk-sdk-test");
+    let directory = tempfile::tempdir().unwrap();
+    let settings =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/spindle.toml"))
+            .unwrap();
+    let files_line = settings
+        .lines()
+        .find(|line| line.starts_with("files = "))
+        .expect("config/spindle.toml lists graph files");
+    std::fs::write(
+        directory.path().join("spindle.toml"),
+        settings.replace(files_line, "files = [\"model_agent.toml\"]"),
+    )
+    .unwrap();
+    let graph = format!(
+        r#"
+[channels]
+messages = "messages"
+
+[[nodes]]
+name = "agent"
+kind = "chat_model"
+provider = "openai"
+base_url = "{base_url}"
+model = "sdk-model"
+api_key_env = "{key_variable}"
+system_prompt = "Answer in one sentence."
+tools = ["tavily_search_results_json"]
+
+[[nodes]]
+name = "tools"
+kind = "tools"
+tools = ["tavily_search_results_json"]
+
+[[edges]]
+from = "__start__"
+to = "agent"
+
+[[edges]]
+from = "agent"
+when = "has_tool_calls"
+then = "tools"
+else = "__end__"
+
+[[edges]]
+from = "tools"
+to = "agent"
+"#,
+        base_url = model.base_url
+    );
+    std::fs::write(directory.path().join("model_agent.toml"), graph).unwrap();
+    let answer = "It is sunny in nyc, 21 degrees.";
+    for _ in ["stream", "wait"] {
+        model
+            .push(openai_server::Reply::tool_call(
+                "call_sdk",
+                "tavily_search_results_json",
+                &serde_json::json!({"query": "weather in nyc"}),
+            ))
+            .push(openai_server::Reply::text(answer));
+    }
+    let server = Server::start_with_config(&directory.path().join("spindle.toml"), "info", |_| {});
+
+    let output = run_python(&server, include_str!("sdk/model_loop.py"));
+
+    for check in ["ok stream", "ok wait"] {
+        assert!(output.contains(check), "{check} missing:\n{output}");
+    }
+    let requests = model.requests();
+    assert_eq!(requests.len(), 4);
+    for request in &requests {
+        assert_eq!(request.authorization.as_deref(), Some("Bearer sk-sdk-test"));
+        assert_eq!(request.body["model"], "sdk-model");
+        assert_eq!(request.body["stream"], true);
+        assert_eq!(
+            request.body["messages"][0],
+            serde_json::json!({"role": "system", "content": "Answer in one sentence."})
+        );
+    }
+    let roles: Vec<&str> = requests[3].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool"]);
+    assert_eq!(requests[3].body["messages"][3]["tool_call_id"], "call_sdk");
+}

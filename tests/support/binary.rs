@@ -1,8 +1,10 @@
 //! The real `spindle` binary, for the SDK tests and the benchmarks: started on port 0 with the
-//! default config and a fresh database in a temporary directory; its address is read from the
-//! start-up log line; killed on drop. Included with `#[path]` by each user.
+//! default config (or another settings file) and a fresh database in a temporary directory; its
+//! address is read from the start-up log line; killed on drop. Included with `#[path]` by each
+//! user.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// A running server.
@@ -16,10 +18,23 @@ impl Server {
     /// Starts the binary with `RUST_LOG=<rust_log>,spindle::startup=info` (the listen line must
     /// get through); every later log line goes to `on_log_line`.
     pub fn start(rust_log: &str, on_log_line: impl Fn(&str) + Send + 'static) -> Server {
+        Self::start_with_config(
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/spindle.toml")),
+            rust_log,
+            on_log_line,
+        )
+    }
+
+    /// `start` with another settings file (its graph files are relative to its directory).
+    pub fn start_with_config(
+        config: &Path,
+        rust_log: &str,
+        on_log_line: impl Fn(&str) + Send + 'static,
+    ) -> Server {
         let directory = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
             .args(["serve", "--port", "0", "--config"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/spindle.toml"))
+            .arg(config)
             .arg("--database")
             .arg(directory.path().join("spindle.db"))
             .env("RUST_LOG", format!("{rust_log},spindle::startup=info"))
