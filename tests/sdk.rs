@@ -151,41 +151,10 @@ fn a_real_model_agent_loop_runs_through_the_python_sdk() {
         settings.replace(files_line, "files = [\"model_agent.toml\"]"),
     )
     .unwrap();
-    let graph = format!(
-        r#"
-[channels]
-messages = "messages"
-
-[[nodes]]
-name = "agent"
-kind = "chat_model"
-provider = "openai"
-base_url = "{base_url}"
-model = "sdk-model"
-api_key_env = "{key_variable}"
-system_prompt = "Answer in one sentence."
-tools = ["tavily_search_results_json"]
-
-[[nodes]]
-name = "tools"
-kind = "tools"
-tools = ["tavily_search_results_json"]
-
-[[edges]]
-from = "__start__"
-to = "agent"
-
-[[edges]]
-from = "agent"
-when = "has_tool_calls"
-then = "tools"
-else = "__end__"
-
-[[edges]]
-from = "tools"
-to = "agent"
-"#,
-        base_url = model.base_url
+    let graph = openai_server::agent_graph(
+        "model_agent",
+        &model.base_url,
+        &format!("api_key_env = \"{key_variable}\"\nsystem_prompt = \"Answer in one sentence.\""),
     );
     std::fs::write(directory.path().join("model_agent.toml"), graph).unwrap();
     let answer = "It is sunny in nyc, 21 degrees.";
@@ -209,7 +178,7 @@ to = "agent"
     assert_eq!(requests.len(), 4);
     for request in &requests {
         assert_eq!(request.authorization.as_deref(), Some("Bearer sk-sdk-test"));
-        assert_eq!(request.body["model"], "sdk-model");
+        assert_eq!(request.body["model"], "test-model");
         assert_eq!(request.body["stream"], true);
         assert_eq!(
             request.body["messages"][0],
@@ -224,4 +193,18 @@ to = "agent"
         .collect();
     assert_eq!(roles, ["system", "user", "assistant", "tool"]);
     assert_eq!(requests[3].body["messages"][3]["tool_call_id"], "call_sdk");
+}
+
+#[test]
+fn the_example_graphs_run_a_command_node_a_switch_and_a_subgraph_through_the_python_sdk() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/spindle.toml");
+    let server = Server::start_with_config(&config, "info", |_| {});
+    let output = run_python(&server, include_str!("sdk/examples.py"));
+    for check in [
+        "ok subgraph stream research:",
+        "ok subgraph state",
+        "ok switch",
+    ] {
+        assert!(output.contains(check), "{check} missing:\n{output}");
+    }
 }

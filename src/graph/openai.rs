@@ -68,7 +68,7 @@ impl ChatModel {
                 format!(
                     "node '{}': cannot build an HTTP client: {}",
                     settings.node,
-                    error_chain(&error)
+                    super::external::chain(&error)
                 )
             })?;
         Ok(ChatModel {
@@ -285,7 +285,7 @@ impl Settings {
             format!(
                 "Connection error: node '{}': {what}: {}",
                 self.node,
-                error_chain(&error)
+                super::external::chain(&error)
             ),
         )
     }
@@ -467,18 +467,6 @@ fn truncate(text: &str, limit: usize) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }
-}
-
-/// An error and its sources, joined.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A message's content as plain text: a string, the text of its parts, or other JSON as text.

@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use log::info;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::external::{self, Target};
 use super::scripted;
 use super::spec::ToolSpec;
 
@@ -26,17 +29,8 @@ pub struct Tool {
 enum ToolKind {
     /// The canned offline search of the default `agent` graph.
     Search,
-    Http {
-        url: String,
-        headers: BTreeMap<String, String>,
-        timeout: Duration,
-    },
-    Command {
-        command: Vec<String>,
-        env: BTreeMap<String, String>,
-        dir: std::path::PathBuf,
-        timeout: Duration,
-    },
+    /// An `http` or `command` tool: the call's arguments go to `target` as JSON.
+    External { target: Target, timeout: Duration },
 }
 
 /// Default time a declared tool may take.
@@ -59,22 +53,8 @@ impl Tool {
 
     /// The tool a graph file declares as `[tools.<name>]`; `dir` is the graph file's directory.
     pub fn from_spec(name: &str, spec: &ToolSpec, dir: &Path) -> Result<Tool, String> {
-        let timeout = |seconds: Option<f64>| -> Result<Duration, String> {
-            match seconds {
-                None => Ok(DEFAULT_TOOL_TIMEOUT),
-                Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
-                    Ok(Duration::from_secs_f64(seconds))
-                }
-                Some(seconds) => Err(format!(
-                    "tool '{name}' has timeout_seconds {seconds}; expected a positive number"
-                )),
-            }
-        };
-        let schema = |parameters: &Option<toml::Value>| match parameters {
-            Some(schema) => serde_json::to_value(schema).unwrap_or(Value::Null),
-            None => json!({"type": "object", "properties": {}}),
-        };
-        let (description, parameters, kind) = match spec {
+        let owner = format!("tool '{name}'");
+        let (description, parameters, target, timeout_seconds) = match spec {
             ToolSpec::Http {
                 url,
                 description,
@@ -83,12 +63,9 @@ impl Tool {
                 timeout_seconds,
             } => (
                 description,
-                schema(parameters),
-                ToolKind::Http {
-                    url: url.clone(),
-                    headers: headers.clone(),
-                    timeout: timeout(*timeout_seconds)?,
-                },
+                parameters,
+                Target::http(&owner, url, headers)?,
+                timeout_seconds,
             ),
             ToolSpec::Command {
                 command,
@@ -96,32 +73,30 @@ impl Tool {
                 parameters,
                 env,
                 timeout_seconds,
-            } => {
-                if command.is_empty() {
-                    return Err(format!("tool '{name}' has an empty command"));
-                }
-                (
-                    description,
-                    schema(parameters),
-                    ToolKind::Command {
-                        command: command.clone(),
-                        env: env.clone(),
-                        dir: dir.to_path_buf(),
-                        timeout: timeout(*timeout_seconds)?,
-                    },
-                )
-            }
+            } => (
+                description,
+                parameters,
+                Target::command(&owner, command, env, dir)?,
+                timeout_seconds,
+            ),
+        };
+        let parameters = match parameters {
+            Some(schema) => serde_json::to_value(schema).unwrap_or(Value::Null),
+            None => json!({"type": "object", "properties": {}}),
         };
         if !parameters.is_object() {
             return Err(format!(
-                "tool '{name}' has parameters that are not a JSON Schema object"
+                "{owner} has parameters that are not a JSON Schema object"
             ));
         }
         Ok(Tool {
             name: name.to_owned(),
             description: description.clone().unwrap_or_else(|| name.to_owned()),
             parameters,
-            kind,
+            kind: ToolKind::External {
+                target,
+                timeout: external::timeout_of(&owner, *timeout_seconds, DEFAULT_TOOL_TIMEOUT)?,
+            },
         })
     }
 
@@ -142,13 +117,54 @@ impl Tool {
     pub async fn call(&self, call: &Value) -> Value {
         let outcome: Result<String, String> = match &self.kind {
             ToolKind::Search => scripted::search_tool(&call["args"]),
-            ToolKind::Http { .. } | ToolKind::Command { .. } => {
-                Err(format!("tool '{}' cannot run yet", self.name))
+            ToolKind::External { target, timeout } => {
+                self.call_external(target, *timeout, &call["args"]).await
             }
         };
         match outcome {
             Ok(content) => tool_message(call, content, "success"),
             Err(error) => tool_message(call, format!("Error: {error}"), "error"),
+        }
+    }
+
+    /// Sends `args` to an `http` or `command` tool within `timeout`. An HTTP body that is a JSON
+    /// string gives the string itself; a program's stdout is trimmed.
+    async fn call_external(
+        &self,
+        target: &Target,
+        timeout: Duration,
+        args: &Value,
+    ) -> Result<String, String> {
+        let input = match args {
+            Value::Null => Bytes::from_static(b"{}"),
+            args => Bytes::from(args.to_string()),
+        };
+        let described = target.describe();
+        info!("tool call started tool={} target={described}", self.name);
+        let started = Instant::now();
+        let mut output = Vec::new();
+        let outcome = external::within(
+            timeout,
+            target.exchange(input, |chunk| external::collect(&mut output, chunk)),
+        )
+        .await;
+        let elapsed_ms = started.elapsed().as_millis();
+        let result = match outcome {
+            Ok(()) => "success",
+            Err(_) => "error",
+        };
+        info!(
+            "tool call finished tool={} target={described} elapsed_ms={elapsed_ms} outcome={result}",
+            self.name
+        );
+        outcome.map_err(|failure| format!("tool '{}' {}", self.name, failure.message))?;
+        let text = String::from_utf8_lossy(&output);
+        if !target.is_http() {
+            return Ok(text.trim().to_owned());
+        }
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::String(content)) => Ok(content),
+            _ => Ok(text.into_owned()),
         }
     }
 }
@@ -223,5 +239,31 @@ pub async fn run_call(call: &Value, tools: &[Arc<Tool>]) -> Value {
                 "error",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declared(text: &str) -> Result<Tool, String> {
+        let spec: ToolSpec = toml::from_str(text).unwrap();
+        Tool::from_spec("t", &spec, Path::new("/graphs"))
+    }
+
+    #[test]
+    fn declared_tools_are_checked_at_load() {
+        let error = |text: &str| declared(text).expect_err("the declaration is refused");
+        assert!(error("kind = 'http'\nurl = 'not a url'").starts_with("tool 't' has url"));
+        assert!(
+            error("kind = 'command'\ncommand = []").starts_with("tool 't' has an empty command")
+        );
+        assert!(
+            error("kind = 'command'\ncommand = ['x']\ntimeout_seconds = -1")
+                .starts_with("tool 't' has timeout_seconds -1")
+        );
+        assert!(error("kind = 'http'\nurl = 'http://x/'\nparameters = 3").contains("JSON Schema"));
+        let tool = declared("kind = 'http'\nurl = 'http://x/'\ndescription = 'd'").unwrap();
+        assert_eq!(tool.binding()["function"]["description"], "d");
     }
 }

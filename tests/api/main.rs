@@ -2,6 +2,7 @@
 
 mod assistants;
 mod double_texting;
+mod examples;
 mod external;
 mod helpers;
 mod hitl;

@@ -15,50 +15,10 @@ use spindle::graph::{parse_spec, Graph};
 
 use crate::helpers::{run_id, spawn_app_with, Reply as ApiReply, TestApp};
 use crate::sse::SseReader;
-use openai_server::{FakeOpenAi, Reply};
+use openai_server::{agent_graph, FakeOpenAi, Reply};
 
 const SEARCH: &str = "tavily_search_results_json";
 const QUESTION: &str = "what's the weather in nyc?";
-
-/// A graph file of the agent loop with an `openai` model node; `options` are extra node lines.
-fn agent_graph(id: &str, base_url: &str, options: &str) -> String {
-    format!(
-        r#"
-id = "{id}"
-
-[channels]
-messages = "messages"
-
-[[nodes]]
-name = "agent"
-kind = "chat_model"
-provider = "openai"
-base_url = "{base_url}"
-model = "test-model"
-tools = ["{SEARCH}"]
-{options}
-
-[[nodes]]
-name = "tools"
-kind = "tools"
-tools = ["{SEARCH}"]
-
-[[edges]]
-from = "__start__"
-to = "agent"
-
-[[edges]]
-from = "agent"
-when = "has_tool_calls"
-then = "tools"
-else = "__end__"
-
-[[edges]]
-from = "tools"
-to = "agent"
-"#
-    )
-}
 
 /// A test server with the given graph files (`(id, toml)`) written to a temporary directory.
 struct ModelApp {

@@ -471,3 +471,43 @@ fn thirds(text: &str) -> Vec<String> {
         .map(|piece| piece.iter().collect())
         .collect()
 }
+
+/// A graph file of the agent loop with an `openai` model node; `options` are extra node lines.
+pub fn agent_graph(id: &str, base_url: &str, options: &str) -> String {
+    format!(
+        r#"
+id = "{id}"
+
+[channels]
+messages = "messages"
+
+[[nodes]]
+name = "agent"
+kind = "chat_model"
+provider = "openai"
+base_url = "{base_url}"
+model = "test-model"
+tools = ["tavily_search_results_json"]
+{options}
+
+[[nodes]]
+name = "tools"
+kind = "tools"
+tools = ["tavily_search_results_json"]
+
+[[edges]]
+from = "__start__"
+to = "agent"
+
+[[edges]]
+from = "agent"
+when = "has_tool_calls"
+then = "tools"
+else = "__end__"
+
+[[edges]]
+from = "tools"
+to = "agent"
+"#
+    )
+}
