@@ -385,7 +385,9 @@ impl Program {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group, so that stopping it stops what it started too.
+            .process_group(0);
         if !self.dir.as_os_str().is_empty() {
             command.current_dir(&self.dir);
         }
@@ -396,6 +398,7 @@ impl Program {
             )
         };
         let mut child = command.spawn().map_err(started)?;
+        let mut group = GroupKiller(child.id());
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -428,6 +431,7 @@ impl Program {
                 format!("could not be waited for: {error}"),
             )
         })?;
+        group.disarm();
         if status.success() {
             return Ok(());
         }
@@ -447,6 +451,31 @@ impl Program {
             FailureKind::Exit,
             format!("exited unsuccessfully ({status}); {stderr}"),
         ))
+    }
+}
+
+/// Kills a program's whole process group when dropped before the program ended: a cancelled or
+/// rolled-back run, a timeout, or output refused. `kill_on_drop` alone would reach only the
+/// program, not the processes it started (a shell script's commands, say).
+struct GroupKiller(Option<u32>);
+
+impl GroupKiller {
+    /// The program ended: nothing to kill.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        let Some(leader) = self.0.and_then(|pid| i32::try_from(pid).ok()) else {
+            return;
+        };
+        use nix::sys::signal::{killpg, Signal};
+        // The group may be gone already; there is nothing to do about a failure here.
+        if let Err(error) = killpg(nix::unistd::Pid::from_raw(leader), Signal::SIGKILL) {
+            log::debug!("killing process group {leader}: {error}");
+        }
     }
 }
 

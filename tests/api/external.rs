@@ -890,3 +890,37 @@ to = "tools"
         wait_until_gone(wait_for_pid(&pid_file).await).await;
     }
 }
+
+#[tokio::test]
+async fn cancelling_a_run_kills_what_its_program_started_too() {
+    // `; true` keeps the shell from exec-ing python: python is the shell's child, not the node's.
+    let wrapped = node_graph(
+        "wrapped",
+        "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"python3 scripts/external.py node; true\"]",
+    );
+    let fixture = fixture(vec![wrapped]).await;
+    let app = &fixture.app;
+    let thread_id = app.create_thread().await;
+    let pid_file = fixture.dir.join("wrapped.pid");
+    let run = run_id(
+        &app.create_run(
+            &thread_id,
+            hello(
+                "wrapped",
+                json!({"mode": "block", "pid_file": pid_file.to_str().unwrap()}),
+            ),
+        )
+        .await,
+    );
+    let grandchild = wait_for_pid(&pid_file).await;
+    assert!(process_runs(grandchild), "the wrapped program runs");
+    let reply = app
+        .post(
+            &format!("/threads/{thread_id}/runs/{run}/cancel"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{:?}", reply.body);
+    wait_until_gone(grandchild).await;
+    assert_eq!(app.run_status(&thread_id, &run).await, "interrupted");
+}
