@@ -120,7 +120,9 @@ pub struct Emitter {
     configurable: JsonMap,
     graph_lc_run_id: Uuid,
     /// Messages streamed token by token, by id, accumulated (legacy `messages/partial`).
-    streamed: Mutex<HashMap<String, Value>>,
+    /// Shared with the emitters of the run's subgraphs: a message streamed in a subgraph is not
+    /// sent again whole when the parent's node returns it.
+    streamed: Arc<Mutex<HashMap<String, Value>>>,
     /// The checkpoint namespace of the graph this emitter renders: empty for the run's own
     /// graph, `node:task_id` (joined with `|` when nested) for a subgraph.
     namespace: String,
@@ -178,7 +180,7 @@ impl Emitter {
             task_metadata,
             configurable: config,
             graph_lc_run_id: Uuid::now_v7(),
-            streamed: Mutex::new(HashMap::new()),
+            streamed: Arc::new(Mutex::new(HashMap::new())),
             namespace: String::new(),
             subgraphs: false,
         }
@@ -203,7 +205,7 @@ impl Emitter {
             task_metadata: self.task_metadata.clone(),
             configurable,
             graph_lc_run_id: Uuid::now_v7(),
-            streamed: Mutex::new(HashMap::new()),
+            streamed: self.streamed.clone(),
             namespace,
             subgraphs: self.subgraphs,
         }
@@ -345,15 +347,25 @@ impl Emitter {
         self.lc_event("on_chain_start", Scope::Node(task), json!({"input": input}));
     }
 
-    /// A node finished with `update`: its messages not streamed already, `updates`, `debug`
-    /// (type `task_result`), `tasks`, and `on_chain_end`.
-    pub fn task_finished(&self, task: &TaskInfo, update: Option<&JsonMap>) {
+    /// A node that ran on `input` finished with `update`: its messages not streamed already and
+    /// not part of its input (a subgraph hands back the whole list), `updates`, `debug` (type
+    /// `task_result`), `tasks`, and `on_chain_end`.
+    pub fn task_finished(&self, task: &TaskInfo, update: Option<&JsonMap>, input: &JsonMap) {
         if self.stream.is_none() {
             return;
         }
         if self.modes.any_messages() {
-            for message in update.map(messages_in).unwrap_or_default() {
-                self.whole_message(task, message);
+            let messages = update.map(messages_in).unwrap_or_default();
+            if !messages.is_empty() {
+                let known: std::collections::HashSet<&str> = messages_in(input)
+                    .into_iter()
+                    .filter_map(message_id)
+                    .collect();
+                for message in messages {
+                    if !message_id(message).is_some_and(|id| known.contains(id)) {
+                        self.whole_message(task, message);
+                    }
+                }
             }
         }
         if self.wants(Modes::UPDATES) {
@@ -682,7 +694,7 @@ mod tests {
             );
         }
         let whole = json!({"messages": [{"content": "hello there", "type": "ai", "id": "m1"}]});
-        emitter.task_finished(&task, whole.as_object());
+        emitter.task_finished(&task, whole.as_object(), &JsonMap::new());
         stream.end();
         let mut subscription = stream.subscribe(None);
         let mut frames = vec![];

@@ -146,7 +146,8 @@ pub struct Cursor {
     /// The nodes that wrote this state.
     pub updated_by: Vec<String>,
     /// Resume values for the next superstep, by node.
-    pub resume: HashMap<String, Value>,
+    /// Resume values for the next superstep, by the position of the task they answer.
+    pub resume: HashMap<usize, Value>,
 }
 
 /// What a run writes when it starts, and where it then continues.
@@ -355,18 +356,17 @@ fn cursor_of(checkpoint: &Checkpoint) -> Cursor {
 
 const MULTIPLE_INTERRUPTS: &str = "When there are multiple pending interrupts, you must specify the interrupt id when resuming. Docs: https://docs.langchain.com/oss/python/langgraph/add-human-in-the-loop#resume-multiple-interrupts-with-one-invocation";
 
-/// Which node each resume value goes to: a bare value answers the only pending interrupt;
+/// Which task each resume value goes to (by position: several tasks of one node, started by
+/// Sends, are answered one by one): a bare value answers the only pending interrupt;
 /// `{interrupt_id: value, …}` answers those named.
-fn resume_by_node(
-    resume: &Value,
-    tasks: &[TaskRecord],
-) -> Result<HashMap<String, Value>, RunError> {
-    let pending: Vec<(&TaskRecord, &Interrupt)> = tasks
+fn resume_by_task(resume: &Value, tasks: &[TaskRecord]) -> Result<HashMap<usize, Value>, RunError> {
+    let pending: Vec<(usize, &Interrupt)> = tasks
         .iter()
-        .flat_map(|task| {
+        .enumerate()
+        .flat_map(|(index, task)| {
             task.interrupts
                 .iter()
-                .map(move |interrupt| (task, interrupt))
+                .map(move |interrupt| (index, interrupt))
         })
         .collect();
     if pending.is_empty() {
@@ -384,12 +384,11 @@ fn resume_by_node(
     match (by_id, pending.as_slice()) {
         (Some(map), _) => Ok(pending
             .iter()
-            .filter_map(|(task, interrupt)| {
-                map.get(&interrupt.id)
-                    .map(|value| (task.name.clone(), value.clone()))
+            .filter_map(|(index, interrupt)| {
+                map.get(&interrupt.id).map(|value| (*index, value.clone()))
             })
             .collect()),
-        (None, [(task, _)]) => Ok(HashMap::from([(task.name.clone(), resume.clone())])),
+        (None, [(index, _)]) => Ok(HashMap::from([(*index, resume.clone())])),
         (None, _) => Err(RunError::new("RuntimeError", MULTIPLE_INTERRUPTS)),
     }
 }
@@ -488,7 +487,7 @@ fn begin_command(
         ));
     };
     let resume = match &command.resume {
-        Some(resume) => resume_by_node(resume, &base.tasks)?,
+        Some(resume) => resume_by_task(resume, &base.tasks)?,
         None => HashMap::new(),
     };
     if command.update.is_none() && command.goto.is_empty() {
@@ -527,7 +526,21 @@ fn begin_command(
         }
     }
     let mut cursor = cursor_of(&checkpoint);
-    cursor.resume = resume;
+    cursor.resume = if command.goto.is_empty() {
+        resume
+    } else {
+        // The pending tasks changed: a resume value goes to the first new task of its node.
+        let mut moved = HashMap::new();
+        for (index, value) in resume {
+            let name = &base.tasks[index].name;
+            if let Some(position) = (0..checkpoint.tasks.len()).find(|position| {
+                checkpoint.tasks[*position].name == *name && !moved.contains_key(position)
+            }) {
+                moved.insert(position, value);
+            }
+        }
+        moved
+    };
     Ok(Begin {
         cursor,
         checkpoints: vec![checkpoint],
@@ -794,7 +807,7 @@ pub async fn execute(
                 state: state.clone(),
                 config: plan.node_config.clone(),
                 stream: NodeStream::new(plan.emitter.clone(), task.clone()),
-                resume: cursor.resume.get(name).cloned(),
+                resume: cursor.resume.get(&index).cloned(),
                 interrupted: interrupted.clone(),
             };
             let handle = tokio::spawn(async move {
@@ -824,7 +837,7 @@ pub async fn execute(
             };
             match (&mut task.0).await {
                 Ok(Ok(update)) => {
-                    plan.emitter.task_finished(info, update.as_ref());
+                    plan.emitter.task_finished(info, update.as_ref(), &state);
                     results.push(update);
                 }
                 Ok(Err(error)) if error.error == FENCED_ERROR => return Err(Halt::Fenced),

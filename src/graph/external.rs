@@ -252,7 +252,11 @@ impl Endpoint {
             .map_err(|error| {
                 Failure::new(
                     FailureKind::Transport,
-                    format!("could not reach {}: {}", self.describe(), chain(&error)),
+                    format!(
+                        "could not reach {}: {}",
+                        self.describe(),
+                        chain(&error.without_url())
+                    ),
                 )
             })?;
         let status = response.status();
@@ -299,7 +303,7 @@ impl Endpoint {
                     format!(
                         "broke off its answer from {}: {}",
                         self.describe(),
-                        chain(&error)
+                        chain(&error.without_url())
                     ),
                 )
             })?;
@@ -398,7 +402,7 @@ impl Program {
             )
         };
         let mut child = command.spawn().map_err(started)?;
-        let mut group = GroupKiller(child.id());
+        let _group = GroupKiller(child.id());
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -431,7 +435,6 @@ impl Program {
                 format!("could not be waited for: {error}"),
             )
         })?;
-        group.disarm();
         if status.success() {
             return Ok(());
         }
@@ -454,17 +457,11 @@ impl Program {
     }
 }
 
-/// Kills a program's whole process group when dropped before the program ended: a cancelled or
-/// rolled-back run, a timeout, or output refused. `kill_on_drop` alone would reach only the
-/// program, not the processes it started (a shell script's commands, say).
+/// Kills a program's whole process group when dropped: whatever it started and left behind
+/// when it ended, or everything when it is stopped early (a cancelled or rolled-back run, a
+/// timeout, output refused). `kill_on_drop` alone would reach only the program, not the
+/// processes it started (a shell script's commands, say).
 struct GroupKiller(Option<u32>);
-
-impl GroupKiller {
-    /// The program ended: nothing to kill.
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {
@@ -786,12 +783,15 @@ impl<'a> NodeOutput<'a> {
     }
 
     /// A custom line counts only while nothing else came since the last one: inside a
-    /// pretty-printed update, a line like `{"custom": 1}` is part of the update.
+    /// pretty-printed update, a line like `{"custom": 1}` is part of the update. Blank lines
+    /// before the update are dropped, so `rest` starts at its first non-blank line.
     fn take_line(&mut self, line: Vec<u8>) {
-        if self.rest.iter().all(u8::is_ascii_whitespace) {
+        if self.rest.is_empty() {
             if let Some(value) = custom_value(&line) {
                 self.stream.custom(value);
-                self.rest.clear();
+                return;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
                 return;
             }
         }
@@ -860,6 +860,14 @@ mod tests {
     #[test]
     fn custom_lines_then_an_update_split_anywhere() {
         let update = output_of(&["{\"cus", "tom\": 1}\n{\"custom\": 2}\n{\"a\"", ": 1}\n"]);
+        assert_eq!(update.unwrap().unwrap()["a"], 1);
+    }
+
+    #[test]
+    fn blank_lines_before_the_update_are_dropped_as_they_come() {
+        // 300,000 blank lines: kept, each line would rescan all the earlier ones (minutes).
+        let blank = "\n".repeat(300_000);
+        let update = output_of(&[&blank, "{\"custom\": 1}\n", &blank, "{\"a\": 1}\n", &blank]);
         assert_eq!(update.unwrap().unwrap()["a"], 1);
     }
 

@@ -38,8 +38,7 @@ struct Settings {
     temperature: Option<f64>,
     max_tokens: Option<u64>,
     system_prompt: Option<String>,
-    /// The longest wait for the response to start, for a whole non-streamed body, and between
-    /// two pieces of a streamed one.
+    /// The longest wait for the response to start, and between two pieces of its body.
     timeout: Duration,
     stream: bool,
     /// The bound tools as OpenAI `tools` entries.
@@ -386,9 +385,12 @@ async fn exchange(
     let mut response = settings.within(request.send()).await?;
     let status = response.status();
     if !status.is_success() {
-        // The error body is only for the message: a failure reading it leaves it out.
-        let text = settings.within(response.text()).await.unwrap_or_default();
-        return Err(status_error(status, &text));
+        // The error body is only for the message: its start is enough, and a failure reading
+        // it leaves it out.
+        let start = read_body(settings, &mut response, ERROR_BODY_BYTES)
+            .await
+            .unwrap_or_default();
+        return Err(status_error(status, &String::from_utf8_lossy(&start)));
     }
     let is_event_stream = response
         .headers()
@@ -397,11 +399,15 @@ async fn exchange(
         .is_some_and(|value| value.starts_with("text/event-stream"));
     // A server that ignores `stream: true` answers with one JSON body; that is fine too.
     if !(settings.stream && is_event_stream) {
-        let bytes = settings.within(response.bytes()).await?;
+        let bytes = read_body(settings, &mut response, MAX_RESPONSE_BYTES).await?;
+        if bytes.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
         return parse_completion(&bytes, &settings.model, message_id);
     }
     let mut lines = SseLines::default();
     let mut assembler = StreamAssembler::new(&settings.model);
+    let mut received = 0;
     while !assembler.done {
         let Some(bytes) = settings.within(response.chunk()).await? else {
             for data in lines.finish()? {
@@ -409,6 +415,10 @@ async fn exchange(
             }
             break;
         };
+        received += bytes.len();
+        if received > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
         for data in lines.feed(&bytes)? {
             assembler.take(&data, message_id, wants_chunks, &mut on_chunk)?;
         }
@@ -418,6 +428,39 @@ async fn exchange(
         on_chunk(last_chunk(&message));
     }
     Ok(message)
+}
+
+/// The most a model's answer may take, streamed or not; a larger one fails the call.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How much of an error body is read for the error message.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
+fn too_large() -> RunError {
+    RunError::new(
+        "ModelResponseError",
+        format!(
+            "the model's answer is larger than {} MiB",
+            MAX_RESPONSE_BYTES >> 20
+        ),
+    )
+}
+
+/// Reads a body until it ends or passes `limit` bytes (then it stops: the caller decides), each
+/// piece within the call's timeout.
+async fn read_body(
+    settings: &Settings,
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, RunError> {
+    let mut body = Vec::new();
+    while body.len() <= limit {
+        match settings.within(response.chunk()).await? {
+            Some(bytes) => body.extend_from_slice(&bytes),
+            None => break,
+        }
+    }
+    Ok(body)
 }
 
 /// The error an HTTP error status gives, classed like the OpenAI Python client's exceptions.
@@ -768,16 +811,23 @@ struct SseLines {
 impl SseLines {
     /// Takes the next bytes; returns the data of every event they complete.
     fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, RunError> {
+        // The bytes held from before have no newline: only the new ones are searched.
+        let mut search_from = self.buffer.len();
         self.buffer.extend_from_slice(bytes);
         let mut events = vec![];
         let mut start = 0;
-        while let Some(length) = self.buffer[start..].iter().position(|byte| *byte == b'\n') {
-            let line = std::str::from_utf8(&self.buffer[start..start + length])
+        while let Some(offset) = self.buffer[search_from..]
+            .iter()
+            .position(|byte| *byte == b'\n')
+        {
+            let end = search_from + offset;
+            let line = std::str::from_utf8(&self.buffer[start..end])
                 .map_err(|_| response_error("a line of the event stream is not UTF-8"))?
                 .trim_end_matches('\r')
                 .to_owned();
             self.line(&line, &mut events);
-            start += length + 1;
+            start = end + 1;
+            search_from = start;
         }
         self.buffer.drain(..start);
         if self.buffer.len() > MAX_LINE_BYTES {

@@ -359,11 +359,10 @@ pub async fn schemas(
     Ok(HttpResponse::Ok().json(graph_of(&state, &path, false).await?.schemas()))
 }
 
-/// `?recurse=` of the subgraphs endpoints.
-#[derive(Debug, Deserialize)]
-pub struct SubgraphsQuery {
-    #[serde(default)]
-    recurse: bool,
+/// `?recurse=` of the subgraphs endpoints (`true`, `1` or `yes`; anything else is false).
+fn recurse(request: &HttpRequest) -> Result<bool, ApiError> {
+    let pairs = extract::query_pairs(request.query_string())?;
+    Ok(extract::flag(&pairs, "recurse"))
 }
 
 /// `GET /assistants/{assistant_id}/subgraphs`: the schemas of the graph's subgraphs by
@@ -371,19 +370,19 @@ pub struct SubgraphsQuery {
 pub async fn subgraphs(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<SubgraphsQuery>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let graph = graph_of(&state, &path, false).await?;
-    Ok(HttpResponse::Ok().json(graph.subgraph_schemas(None, query.recurse)))
+    Ok(HttpResponse::Ok().json(graph.subgraph_schemas(None, recurse(&request)?)))
 }
 
 /// `GET /assistants/{assistant_id}/subgraphs/{namespace}`: the same, for one namespace.
 pub async fn subgraphs_in(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    query: web::Query<SubgraphsQuery>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (assistant, namespace) = path.into_inner();
     let graph = graph_of(&state, &assistant, false).await?;
-    Ok(HttpResponse::Ok().json(graph.subgraph_schemas(Some(&namespace), query.recurse)))
+    Ok(HttpResponse::Ok().json(graph.subgraph_schemas(Some(&namespace), recurse(&request)?)))
 }

@@ -205,3 +205,33 @@ async fn goto_sends_run_a_node_once_per_send_on_its_own_input() {
     assert_eq!(bad.status, 422);
     assert!(bad.detail().contains("Send"), "{}", bad.detail());
 }
+
+#[tokio::test]
+async fn interrupts_of_tasks_that_sends_started_are_answered_one_by_one() {
+    let app = spawn_app().await;
+    let thread_id = app.create_thread().await;
+    let paused = wait(&app, &thread_id, ask("hello")).await;
+    let both = interrupt_ids(&paused);
+    let answer_both: serde_json::Map<String, Value> =
+        both.iter().map(|id| (id.clone(), json!("ok"))).collect();
+    wait(&app, &thread_id, resume(Value::Object(answer_both))).await;
+    // Two Sends to the same interrupt node: two tasks, two interrupts.
+    let sends = json!({"assistant_id": "approval", "command": {"goto": [
+        {"node": "ask", "input": {}},
+        {"node": "ask", "input": {}},
+    ]}});
+    let asked = wait(&app, &thread_id, sends).await;
+    let ids = interrupt_ids(&asked);
+    assert_eq!(ids.len(), 2, "{asked}");
+    assert_ne!(ids[0], ids[1]);
+    // Answering the second only: the first task asks again; the superstep changes no state
+    // until both are answered.
+    let partial = wait(&app, &thread_id, resume(json!({ids[1].clone(): "B"}))).await;
+    assert_eq!(partial["answers"], json!([]), "{partial}");
+    assert_eq!(interrupt_ids(&partial).len(), 1, "{partial}");
+    let done = wait(&app, &thread_id, resume(json!("A"))).await;
+    // Each task wrote its own answer, merged in task order.
+    assert_eq!(done["answers"], json!(["A", "B"]), "{done}");
+    assert!(done.get("__interrupt__").is_none(), "{done}");
+    assert_eq!(app.thread_status(&thread_id).await, "idle");
+}

@@ -121,6 +121,19 @@ async fn stream_subgraphs_suffixes_the_subgraph_events_with_its_namespace() {
         .flat_map(|update| update.as_object().unwrap().keys())
         .collect();
     assert_eq!(nodes, ["prepare", "research", "answer"]);
+    // Each message reaches `messages` once: the subgraph's answer (its node hands back the whole
+    // list, input included), then the parent's; never the human input.
+    let contents = |events: &[crate::sse::SseEvent], name: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|event| event.name == name)
+            .map(|event| event.data[0]["content"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        contents(&plain, "messages").concat(),
+        "You said: oneIs there anything else I can help with?"
+    );
 
     let mut with_subgraphs = modes.clone();
     with_subgraphs["stream_subgraphs"] = json!(true);
@@ -156,6 +169,14 @@ async fn stream_subgraphs_suffixes_the_subgraph_events_with_its_namespace() {
         .position(|event| event.name == "updates" && event.data.get("research").is_some())
         .unwrap();
     assert!(think < jot && jot < research, "{names:?}");
+    // The subgraph's answer streams as chunks in its namespace and is not repeated whole by
+    // the parent's `research` node.
+    let chunks = contents(&events, &format!("messages|{namespace}"));
+    assert_eq!(chunks.concat(), "You said: two", "{chunks:?}");
+    assert_eq!(
+        contents(&events, "messages").concat(),
+        "Is there anything else I can help with?"
+    );
     assert!(position("metadata") == Some(0));
     // Its model message carries the nested namespace in the tuple metadata.
     let message = events
