@@ -885,9 +885,9 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn rollback_deletes_the_run_and_its_checkpoints_and_fences_its_writes() {
-        let (_directory, db) = open();
+    /// A database with one thread whose run has started (its input checkpoint written).
+    async fn one_started_run() -> (tempfile::TempDir, Db, Thread, Run) {
+        let (directory, db) = open();
         let thread = db
             .create_thread(ThreadId::generate(), JsonMap::new(), IfExists::Raise)
             .await
@@ -900,6 +900,12 @@ mod tests {
         )
         .await
         .unwrap();
+        (directory, db, thread, first)
+    }
+
+    #[tokio::test]
+    async fn rollback_deletes_the_run_and_its_checkpoints_and_fences_its_writes() {
+        let (_directory, db, thread, first) = one_started_run().await;
         db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0))
             .await
             .unwrap();
@@ -934,19 +940,7 @@ mod tests {
 
     #[tokio::test]
     async fn interrupt_keeps_checkpoints_and_fences_later_writes() {
-        let (_directory, db) = open();
-        let thread = db
-            .create_thread(ThreadId::generate(), JsonMap::new(), IfExists::Raise)
-            .await
-            .unwrap();
-        let first = run(thread.thread_id);
-        db.insert_run(insert(&first, None)).await.unwrap();
-        db.start_run(
-            first.run_id,
-            vec![checkpoint(thread.thread_id, first.run_id, -1)],
-        )
-        .await
-        .unwrap();
+        let (_directory, db, thread, first) = one_started_run().await;
         let second = run(thread.thread_id);
         db.insert_run(insert(
             &second,

@@ -682,9 +682,9 @@ fn holding_graph() -> GraphFile {
     }
 }
 
-/// Starts a `holding` run on a new thread and waits until both nodes hang; returns the thread,
-/// the run and the program's pid.
-async fn start_holding_run(fixture: &Fixture) -> (String, String, u32) {
+/// Starts a run of `graph` on a new thread whose python node blocks, and waits until that program
+/// runs; returns the thread, the run and the program's pid.
+async fn start_blocking_run(fixture: &Fixture, graph: &str) -> (String, String, u32) {
     let app = &fixture.app;
     let thread_id = app.create_thread().await;
     let pid_file = fixture.dir.join(format!("{thread_id}.pid"));
@@ -692,16 +692,23 @@ async fn start_holding_run(fixture: &Fixture) -> (String, String, u32) {
         &app.create_run(
             &thread_id,
             hello(
-                "holding",
+                graph,
                 json!({"mode": "block", "pid_file": pid_file.to_str().unwrap()}),
             ),
         )
         .await,
     );
     let pid = wait_for_pid(&pid_file).await;
-    fixture.server.wait_for_held(1).await;
     assert!(process_runs(pid), "the node's program runs");
     (thread_id, run, pid)
+}
+
+/// Starts a `holding` run on a new thread and waits until both nodes hang; returns the thread,
+/// the run and the program's pid.
+async fn start_holding_run(fixture: &Fixture) -> (String, String, u32) {
+    let started = start_blocking_run(fixture, "holding").await;
+    fixture.server.wait_for_held(1).await;
+    started
 }
 
 #[tokio::test]
@@ -900,20 +907,7 @@ async fn cancelling_a_run_kills_what_its_program_started_too() {
     );
     let fixture = fixture(vec![wrapped]).await;
     let app = &fixture.app;
-    let thread_id = app.create_thread().await;
-    let pid_file = fixture.dir.join("wrapped.pid");
-    let run = run_id(
-        &app.create_run(
-            &thread_id,
-            hello(
-                "wrapped",
-                json!({"mode": "block", "pid_file": pid_file.to_str().unwrap()}),
-            ),
-        )
-        .await,
-    );
-    let grandchild = wait_for_pid(&pid_file).await;
-    assert!(process_runs(grandchild), "the wrapped program runs");
+    let (thread_id, run, grandchild) = start_blocking_run(&fixture, "wrapped").await;
     let reply = app
         .post(
             &format!("/threads/{thread_id}/runs/{run}/cancel"),

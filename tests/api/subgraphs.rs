@@ -242,4 +242,12 @@ async fn the_subgraphs_endpoint_lists_the_subgraph_schemas_by_namespace() {
         .get(&format!("/assistants/{assistant_id}/subgraphs/nowhere"))
         .await;
     assert_eq!(none.body, json!({}));
+    let bad = app.get("/assistants/not-a-uuid/subgraphs/research").await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.detail().contains("assistant ID"), "{}", bad.detail());
+    let unknown = app
+        .get(&format!("/assistants/{}/subgraphs", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert!(!unknown.detail().is_empty());
 }
