@@ -28,6 +28,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub runtime: RuntimeSettings,
     pub stream: StreamSettings,
+    pub retention: RetentionSettings,
     pub graphs: GraphSettings,
     /// The directory of the main config file; graph files are relative to it.
     #[serde(skip)]
@@ -44,6 +45,9 @@ pub struct ServerSettings {
     /// HTTP worker threads; 0 means one per CPU.
     pub workers: usize,
     pub body_limit_bytes: usize,
+    /// On SIGTERM/SIGINT, seconds running runs get to finish before they are stopped (to resume
+    /// on the next start).
+    pub shutdown_grace_seconds: f64,
 }
 
 /// `[database]`
@@ -55,6 +59,8 @@ pub struct DatabaseSettings {
     /// Read-only connections, each on its own thread.
     pub readers: usize,
     pub busy_timeout_ms: u64,
+    /// Largest database file, in MiB; a write that needs more fails with 503 (0: no limit).
+    pub max_size_mb: u64,
 }
 
 /// `[runtime]`
@@ -63,6 +69,93 @@ pub struct DatabaseSettings {
 pub struct RuntimeSettings {
     /// Arbiter threads that host thread and run actors; 0 means one per CPU.
     pub arbiters: usize,
+    /// What happens at start-up to a run left `running` by a crash.
+    pub on_restart: OnRestart,
+    /// Starts a run may have (the first one plus resumes after crashes) before it is marked
+    /// `error`, so a run that crashes the server cannot wedge its thread.
+    pub max_attempts: u32,
+    /// Wall-clock limit of a run, in seconds; it then ends with status `timeout` (0: none).
+    pub run_timeout_seconds: f64,
+    /// Limit of one node task, in seconds; the run then fails with NodeTimeoutError (0: none).
+    pub node_timeout_seconds: f64,
+    /// Seconds a thread actor with nothing to do stays in memory before it is dropped (it comes
+    /// back from SQLite on the next command).
+    pub actor_idle_seconds: f64,
+}
+
+/// `0` means no limit.
+fn limit(seconds: f64) -> Option<std::time::Duration> {
+    (seconds > 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+}
+
+impl RuntimeSettings {
+    /// The run time limit, if any.
+    pub fn run_timeout(&self) -> Option<std::time::Duration> {
+        limit(self.run_timeout_seconds)
+    }
+
+    /// The node task time limit, if any.
+    pub fn node_timeout(&self) -> Option<std::time::Duration> {
+        limit(self.node_timeout_seconds)
+    }
+
+    /// How long an idle thread actor stays.
+    pub fn actor_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.actor_idle_seconds)
+    }
+}
+
+impl ServerSettings {
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.shutdown_grace_seconds)
+    }
+}
+
+impl RetentionSettings {
+    /// How long a thread stays untouched before it is swept, if retention is on.
+    pub fn thread_idle(&self) -> Option<std::time::Duration> {
+        limit(self.thread_idle_days * 86_400.0)
+    }
+
+    /// The interval between sweeps.
+    pub fn sweep_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.sweep_interval_seconds)
+    }
+}
+
+/// `runtime.on_restart`
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRestart {
+    /// Continue from the run's last checkpoint.
+    Resume,
+    /// Mark the run `error`.
+    Error,
+}
+
+/// `[retention]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Threads not updated for this many days are swept (0: never). Fractions allowed.
+    pub thread_idle_days: f64,
+    /// What the sweep does to such a thread.
+    pub action: RetentionAction,
+    /// With `action = "prune"`: root checkpoints kept per thread (the newest ones).
+    pub keep_checkpoints: u32,
+    /// Seconds between sweeps.
+    pub sweep_interval_seconds: f64,
+}
+
+/// `retention.action`
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionAction {
+    /// Delete the thread with its runs and checkpoints.
+    Delete,
+    /// Keep the thread and its runs; delete all but its newest checkpoints.
+    Prune,
 }
 
 /// `[stream]`
@@ -222,6 +315,38 @@ impl Settings {
         {
             return Err(ConfigError::Invalid(
                 "stream.replay_events, stream.resumable_events and stream.subscriber_events must be positive".into(),
+            ));
+        }
+        let seconds = [
+            ("server.shutdown_grace_seconds", self.server.shutdown_grace_seconds),
+            ("runtime.run_timeout_seconds", self.runtime.run_timeout_seconds),
+            ("runtime.node_timeout_seconds", self.runtime.node_timeout_seconds),
+            ("retention.thread_idle_days", self.retention.thread_idle_days),
+        ];
+        for (name, value) in seconds {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a number of at least 0"
+                )));
+            }
+        }
+        let positive = [
+            ("runtime.actor_idle_seconds", self.runtime.actor_idle_seconds),
+            ("retention.sweep_interval_seconds", self.retention.sweep_interval_seconds),
+        ];
+        for (name, value) in positive {
+            if !(value.is_finite() && value >= 0.001) {
+                return Err(ConfigError::Invalid(format!("{name} must be positive")));
+            }
+        }
+        if self.runtime.max_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "runtime.max_attempts must be at least 1".into(),
+            ));
+        }
+        if self.retention.action == RetentionAction::Prune && self.retention.keep_checkpoints == 0 {
+            return Err(ConfigError::Invalid(
+                "retention.keep_checkpoints must be at least 1 with action = \"prune\"".into(),
             ));
         }
         if self.server.body_limit_bytes == 0 {

@@ -6,8 +6,13 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StorageError;
 
 /// Every migration, in order. Append only: never edit, reorder or delete a merged one.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0002_run_attempts",
+        include_str!("../../migrations/0002_run_attempts.sql"),
+    ),
+];
 
 /// Applies the migrations the database lacks, in one transaction.
 pub fn migrate(connection: &mut Connection) -> Result<(), StorageError> {

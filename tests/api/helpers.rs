@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use spindle::config::{
-    DatabaseSettings, GraphSettings, RuntimeSettings, ServerSettings, Settings, StreamSettings,
+    DatabaseSettings, GraphSettings, OnRestart, RetentionAction, RetentionSettings,
+    RuntimeSettings, ServerSettings, Settings, StreamSettings,
 };
 use spindle::domain::run::RunError;
 use spindle::graph::nodes::{NativeNodes, NodeInput};
@@ -161,19 +162,34 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
             port: 0,
             workers: 2,
             body_limit_bytes: 1024 * 1024,
+            shutdown_grace_seconds: 5.0,
         },
         database: DatabaseSettings {
             path: directory.join("spindle.db"),
             readers: 2,
             busy_timeout_ms: 5000,
+            max_size_mb: 0,
         },
-        runtime: RuntimeSettings { arbiters: 2 },
+        runtime: RuntimeSettings {
+            arbiters: 2,
+            on_restart: OnRestart::Resume,
+            max_attempts: 3,
+            run_timeout_seconds: 0.0,
+            node_timeout_seconds: 0.0,
+            actor_idle_seconds: 60.0,
+        },
         stream: StreamSettings {
             heartbeat_seconds: 0.2,
             replay_events: 256,
             resumable_events: 10_000,
             subscriber_events: 1024,
             retention_seconds: 600,
+        },
+        retention: RetentionSettings {
+            thread_idle_days: 0.0,
+            action: RetentionAction::Prune,
+            keep_checkpoints: 1,
+            sweep_interval_seconds: 3600.0,
         },
         graphs: GraphSettings {
             files: vec![
