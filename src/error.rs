@@ -10,6 +10,9 @@ use crate::actors::ThreadError;
 use crate::domain::ValidationError;
 use crate::storage::StorageError;
 
+/// The detail of a 503 whose cause is internal (an actor that could not be reached).
+const BUSY_DETAIL: &str = "The server is temporarily unable to handle the request; retry shortly.";
+
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -30,9 +33,10 @@ pub enum ApiError {
     /// A valid request for something this server does not do yet (501).
     #[error("{0}")]
     NotImplemented(String),
-    /// Temporarily unable to serve; the client may retry (503 with `Retry-After`).
-    #[error("{0}")]
-    Unavailable(String),
+    /// Temporarily unable to serve; the client may retry (503 with `Retry-After`). `detail` is
+    /// for the client; `cause` is logged.
+    #[error("{cause}")]
+    Unavailable { detail: &'static str, cause: String },
     /// A server fault; the client sees a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,7 +52,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,14 +63,14 @@ impl ResponseError for ApiError {
                 log::error!("request failed: {cause}");
                 "Internal Server Error".to_owned()
             }
-            ApiError::Unavailable(cause) => {
+            ApiError::Unavailable { detail, cause } => {
                 log::warn!("request refused, service unavailable: {cause}");
-                "The server is temporarily unable to handle the request; retry shortly.".to_owned()
+                (*detail).to_owned()
             }
             other => other.to_string(),
         };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable(_)) {
+        if matches!(self, ApiError::Unavailable { .. }) {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         response.json(json!({ "detail": detail }))
@@ -89,8 +93,13 @@ impl From<StorageError> for ApiError {
         match error {
             StorageError::NotFound(message) => ApiError::NotFound(message),
             StorageError::Conflict(message) => ApiError::Conflict(message),
-            other if other.is_unavailable() => ApiError::Unavailable(format!("{other:#}")),
-            other => ApiError::Internal(format!("{other:#}")),
+            other => match other.unavailable() {
+                Some(unavailable) => ApiError::Unavailable {
+                    detail: unavailable.detail(),
+                    cause: format!("{other:#}"),
+                },
+                None => ApiError::Internal(format!("{other:#}")),
+            },
         }
     }
 }
@@ -102,15 +111,23 @@ impl From<ThreadError> for ApiError {
             ThreadError::Conflict(message) => ApiError::Conflict(message),
             ThreadError::BadRequest(message) => ApiError::BadRequest(message),
             ThreadError::Storage(storage) => ApiError::from(storage),
-            ThreadError::Mailbox(mailbox) => {
-                ApiError::Unavailable(format!("thread actor: {mailbox}"))
-            }
+            ThreadError::Retired => ApiError::Unavailable {
+                detail: BUSY_DETAIL,
+                cause: error.to_string(),
+            },
+            ThreadError::Mailbox(mailbox) => ApiError::Unavailable {
+                detail: BUSY_DETAIL,
+                cause: format!("thread actor: {mailbox}"),
+            },
         }
     }
 }
 
 impl From<actix::MailboxError> for ApiError {
     fn from(error: actix::MailboxError) -> Self {
-        ApiError::Unavailable(format!("actor mailbox: {error}"))
+        ApiError::Unavailable {
+            detail: BUSY_DETAIL,
+            cause: format!("actor mailbox: {error}"),
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod graph;
 pub mod http;
+pub mod retention;
 pub mod startup;
 pub mod storage;
 pub mod stream;

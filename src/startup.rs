@@ -2,6 +2,7 @@
 //! database, loads the graphs, starts the actors, binds the listener and builds the HTTP server.
 //! Must be called inside an actix System.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use actix_web::middleware::{ErrorHandlers, Logger};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::actors::{GetThread, ThreadRegistry};
+use crate::actors::{GetThread, RunLimits, Shutdown, ThreadRegistry, ThreadSettings};
 use crate::config::Settings;
 use crate::graph::nodes::NativeNodes;
 use crate::graph::GraphRegistry;
@@ -26,6 +27,9 @@ pub struct Application {
     server: Server,
     db: Db,
     registry: Addr<ThreadRegistry>,
+    /// Raised at shutdown: runs are refused and none starts.
+    draining: Arc<AtomicBool>,
+    grace: Duration,
     /// Kept so the actor threads live as long as the application.
     _arbiters: Vec<Arbiter>,
 }
@@ -55,6 +59,7 @@ impl Application {
             &database.path,
             database.readers,
             Duration::from_millis(database.busy_timeout_ms),
+            (database.max_size_mb > 0).then(|| database.max_size_mb * 1024 * 1024),
         )
         .with_context(|| format!("cannot open the database {}", database.path.display()))?;
         log::info!(
@@ -71,13 +76,31 @@ impl Application {
             .map(|_| Arbiter::new())
             .collect();
         let hub = Arc::new(StreamHub::new(settings.stream.limits()));
+        let draining = Arc::new(AtomicBool::new(false));
         let registry = ThreadRegistry::new(
             db.clone(),
             graphs.clone(),
             arbiters.iter().map(Arbiter::handle).collect(),
             hub.clone(),
+            ThreadSettings {
+                limits: RunLimits {
+                    run: settings.runtime.run_timeout(),
+                    node: settings.runtime.node_timeout(),
+                },
+                on_restart: settings.runtime.on_restart,
+                max_attempts: settings.runtime.max_attempts,
+                idle: settings.runtime.actor_idle(),
+                draining: draining.clone(),
+            },
         )
         .start();
+        let stranded = db.settle_stranded_threads().await?;
+        if stranded > 0 {
+            log::warn!("threads marked busy with no run in flight settled count={stranded}");
+        }
+        if let Some(sweeper) = crate::retention::Sweeper::new(db.clone(), &settings.retention) {
+            sweeper.start();
+        }
         // Threads with pending or running runs get their actor now, which resumes their queue.
         let in_flight = db.threads_in_flight().await?;
         if !in_flight.is_empty() {
@@ -99,6 +122,7 @@ impl Application {
             body_limit,
             hub,
             heartbeat: settings.stream.heartbeat(),
+            draining: draining.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -112,6 +136,10 @@ impl Application {
                 .configure(http::routes)
         })
         .workers(threads_or_cpus(server_settings.workers))
+        // Signals are ours: the runs drain before the listener closes (`run_until_stopped`).
+        .disable_signals()
+        // Requests still open once the runs are drained (streams of stopped runs) get this long.
+        .shutdown_timeout(2)
         // Stream events and the end of a chunked body go out at once, not after a delayed ACK.
         .on_connect(|connection, _| {
             if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
@@ -140,6 +168,8 @@ impl Application {
             server,
             db,
             registry,
+            draining,
+            grace: server_settings.shutdown_grace(),
             _arbiters: arbiters,
         })
     }
@@ -164,8 +194,44 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM, or a handle).
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: new runs get 503, running
+    /// runs get the grace period to finish, the rest are stopped to resume at the next start,
+    /// then the listener closes. Also returns when the server is stopped through a handle.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
+        let signal = tokio::select! {
+            served = &mut server => return served.unwrap_or_else(|join| Err(std::io::Error::other(join))),
+            signal = shutdown_signal() => signal?,
+        };
+        log::info!(
+            "shutdown requested signal={signal}: refusing new runs, grace_ms={}",
+            self.grace.as_millis()
+        );
+        self.draining.store(true, Ordering::SeqCst);
+        let report = self
+            .registry
+            .send(Shutdown { grace: self.grace })
+            .await
+            .unwrap_or_default();
+        log::info!(
+            "shutdown: runs drained; stopped to resume at the next start={}",
+            report.stopped
+        );
+        handle.stop(true).await;
+        let served = server.await.unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        log::info!("shutdown complete");
+        served
     }
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
 }

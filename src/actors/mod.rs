@@ -25,11 +25,12 @@ use crate::domain::run::RunError;
 use crate::domain::JsonMap;
 use crate::storage::StorageError;
 pub use run::RunActor;
+pub use run::RunLimits;
 pub use thread::{
-    CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, SubmitRun, SubscribeRun,
-    ThreadActor, UpdateState,
+    CancelRuns, DeleteRun, DeleteThread, InjectFault, JoinRun, RunAccepted, SubmitRun,
+    SubscribeRun, ThreadActor, ThreadSettings, UpdateState,
 };
-pub use thread_registry::{GetThread, ThreadRegistry};
+pub use thread_registry::{GetThread, LiveThreads, Shutdown, ShutdownReport, ThreadRegistry};
 
 /// A thread command that could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,10 @@ pub enum ThreadError {
     /// The thread actor could not be reached.
     #[error("thread actor unavailable: {0}")]
     Mailbox(#[from] MailboxError),
+    /// The thread actor retired (idle) just before the command arrived: ask the registry for
+    /// the thread's actor again.
+    #[error("the thread actor retired; ask the registry again")]
+    Retired,
 }
 
 /// How a run ended, as told to the clients waiting on it (`/join`, `/wait`).

@@ -1,10 +1,13 @@
-//! RunActor: executes one run. Started by its ThreadActor, which sends `BeginRun` (apply the
-//! input and mark the run `running`, atomically) and may send `StopRun`. The graph executes in a
-//! spawned task, so a panic fails only this run. Every checkpoint write is fenced in storage on
-//! the run still being `running`: once stopped or deleted, this run can never write again.
+//! RunActor: executes one attempt of a run. Started by its ThreadActor, which sends `BeginRun`
+//! (apply the input and mark the run `running`, atomically; or, for a run a crash left
+//! `running`, continue from its last checkpoint) and may send `StopRun`. The graph executes in a
+//! spawned task, so a panic fails only this run; the run's time limit ends it with `timeout`.
+//! Every checkpoint write is fenced in storage on the run still being `running` in this attempt:
+//! once stopped, deleted or resumed by a newer attempt, it can never write again.
 //! It reports the end with `RunFinished` to its thread, unless it was told to stop.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::fut::wrap_future;
 use actix::{
@@ -25,18 +28,38 @@ use crate::graph::Graph;
 use crate::storage::{Db, StorageError};
 use crate::stream::RunStream;
 
-/// Applies the run's input and marks it `running`; replies once that is committed. Sent once by
-/// the ThreadActor, which waits for the reply before handling its next command. An error means
-/// the run never started and the thread actor records it as failed.
+/// Applies the run's input and marks it `running` (with `recovered`: continues a run a crash
+/// left `running` from its last checkpoint); replies with the attempt's number once that is
+/// committed. Sent once by the ThreadActor, which waits for the reply before handling its next
+/// command. An error means the attempt never started and the thread actor records the run as
+/// failed.
 #[derive(Message)]
-#[rtype(result = "Result<(), RunError>")]
-pub struct BeginRun;
+#[rtype(result = "Result<u32, RunError>")]
+pub struct BeginRun {
+    pub recovered: bool,
+}
+
+/// The time limits of runs (`None`: no limit).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunLimits {
+    /// Of the whole run: it then ends with status `timeout`.
+    pub run: Option<Duration>,
+    /// Of each node task: the run then fails with NodeTimeoutError.
+    pub node: Option<Duration>,
+}
 
 /// Stops the run: its graph task is aborted and the actor stops without reporting. Sent by the
 /// ThreadActor, which then records the run as interrupted or deletes it. Idempotent.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StopRun;
+
+/// Fault injection for tests: the actor stops as if it had died (the graph task is aborted and
+/// nothing asked it to stop).
+#[doc(hidden)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Die;
 
 /// Executes one run.
 pub struct RunActor {
@@ -52,6 +75,9 @@ pub struct RunActor {
     reported: bool,
     /// Where the run's events go.
     stream: Arc<RunStream>,
+    limits: RunLimits,
+    /// This attempt's number, once begun: it fences the attempt's writes.
+    attempt: u32,
 }
 
 impl RunActor {
@@ -62,6 +88,7 @@ impl RunActor {
         db: Db,
         thread: Addr<ThreadActor>,
         stream: Arc<RunStream>,
+        limits: RunLimits,
     ) -> Self {
         Self {
             run,
@@ -72,7 +99,18 @@ impl RunActor {
             stop_requested: false,
             reported: false,
             stream,
+            limits,
+            attempt: 0,
         }
+    }
+
+    fn report(&mut self, end: RunEnd) {
+        self.thread.do_send(RunFinished {
+            run_id: self.run.run_id,
+            attempt: self.attempt,
+            end,
+        });
+        self.reported = true;
     }
 
     fn plan(&self) -> RunPlan {
@@ -118,19 +156,30 @@ impl RunActor {
             interrupt_after: breakpoints(&self.graph.interrupt_after, &kwargs.interrupt_after),
             namespace: String::new(),
             parents: crate::domain::JsonMap::new(),
+            node_timeout: self.limits.node,
         }
     }
 
     fn spawn_execution(&mut self, plan: RunPlan, begin: Begin, ctx: &mut Context<Self>) {
         let mut sink = DbSink {
             db: self.db.clone(),
+            attempt: self.attempt,
         };
+        let limit = self.limits.run;
         let handle = tokio::spawn(async move {
-            let result = executor::execute(&plan, begin.cursor, begin.resuming, &mut sink).await;
+            let execution = executor::execute(&plan, begin.cursor, begin.resuming, &mut sink);
+            let result = match limit {
+                None => execution.await,
+                // Dropping the execution on timeout stops its node tasks.
+                Some(limit) => match tokio::time::timeout(limit, execution).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(limit),
+                },
+            };
             if let Ok(finish) = &result {
                 plan.emitter.run_finished(&finish.values);
             }
-            result
+            Ok(result)
         });
         self.execution = Some(handle.abort_handle());
         ctx.spawn(
@@ -140,11 +189,35 @@ impl RunActor {
 
     fn executed(
         &mut self,
-        result: Result<Result<Finish, Halt>, JoinError>,
+        result: Result<Result<Result<Finish, Halt>, Duration>, JoinError>,
         ctx: &mut Context<Self>,
     ) {
         let end = match result {
-            Ok(Ok(finish)) => {
+            Ok(Err(limit)) => Some(RunEnd::TimedOut(RunError::new(
+                "TimeoutError",
+                format!(
+                    "the run did not finish within {}s (runtime.run_timeout_seconds)",
+                    limit.as_secs_f64()
+                ),
+            ))),
+            Ok(Ok(result)) => Self::ended(result),
+            Err(join_error) if join_error.is_cancelled() => None,
+            Err(join_error) => Some(RunEnd::Failed(RunError::new(
+                "RuntimeError",
+                format!("the run's executor panicked: {join_error}"),
+            ))),
+        };
+        match end {
+            Some(end) => self.report(end),
+            None => self.reported = true,
+        }
+        ctx.stop();
+    }
+
+    /// How the graph's execution ended.
+    fn ended(result: Result<Finish, Halt>) -> Option<RunEnd> {
+        match result {
+            Ok(finish) => {
                 let mut values = finish.values;
                 if !finish.interrupts.is_empty() {
                     let chunks = finish.interrupts.iter().map(|i| i.to_chunk()).collect();
@@ -155,25 +228,12 @@ impl RunActor {
                     next: finish.next,
                 })
             }
-            Ok(Err(Halt::Failed(error))) => Some(RunEnd::Failed(error)),
-            // Fenced: storage no longer has this run in flight. When the thread actor stopped it,
-            // it ignores this report; otherwise the run was removed behind its back and the
+            Err(Halt::Failed(error)) => Some(RunEnd::Failed(error)),
+            // Fenced: storage no longer has this attempt in flight. When the thread actor stopped
+            // it, it ignores this report; otherwise the run was removed behind its back and the
             // report lets it move on.
-            Ok(Err(Halt::Fenced)) => Some(RunEnd::Vanished),
-            Err(join_error) if join_error.is_cancelled() => None,
-            Err(join_error) => Some(RunEnd::Failed(RunError::new(
-                "RuntimeError",
-                format!("the run's executor panicked: {join_error}"),
-            ))),
-        };
-        if let Some(end) = end {
-            self.thread.do_send(RunFinished {
-                run_id: self.run.run_id,
-                end,
-            });
+            Err(Halt::Fenced) => Some(RunEnd::Vanished),
         }
-        self.reported = true;
-        ctx.stop();
     }
 }
 
@@ -186,13 +246,10 @@ impl Actor for RunActor {
         }
         if !self.reported && !self.stop_requested {
             log::warn!("run actor stopped unexpectedly run_id={}", self.run.run_id);
-            self.thread.do_send(RunFinished {
-                run_id: self.run.run_id,
-                end: RunEnd::Failed(RunError::new(
-                    "RuntimeError",
-                    "the run actor stopped unexpectedly",
-                )),
-            });
+            self.report(RunEnd::Failed(RunError::new(
+                "RuntimeError",
+                "the run actor stopped unexpectedly",
+            )));
         }
     }
 }
@@ -202,17 +259,45 @@ fn storage_failure(error: StorageError) -> RunError {
 }
 
 impl Handler<BeginRun> for RunActor {
-    type Result = AtomicResponse<Self, Result<(), RunError>>;
+    type Result = AtomicResponse<Self, Result<u32, RunError>>;
 
-    fn handle(&mut self, _: BeginRun, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, message: BeginRun, _: &mut Context<Self>) -> Self::Result {
         let plan = self.plan();
         let db = self.db.clone();
         let thread_id = self.run.thread_id;
         let run_id = self.run.run_id;
         let fork_from = self.run.kwargs.checkpoint_id;
+        let recovered = message.recovered;
         let prepare = async move {
             // `metadata` comes first on every run stream, also when the run fails to start.
             plan.emitter.run_started(plan.input.as_ref());
+            // A run a crash left running: count the attempt first, which fences every write of
+            // the earlier attempt, then continue from its latest checkpoint. If it wrote none,
+            // it began without writing any, and beginning again is the same.
+            let recovered_attempt = if recovered {
+                Some(
+                    db.start_run(run_id, vec![], true)
+                        .await
+                        .map_err(storage_failure)?,
+                )
+            } else {
+                None
+            };
+            if let Some(attempt) = recovered_attempt {
+                let head = db.head(thread_id).await.map_err(storage_failure)?;
+                if let Some(head) = head.filter(|head| head.run_id == Some(run_id)) {
+                    log::info!(
+                        "run resumed from its last checkpoint run_id={run_id} attempt={attempt} checkpoint_id={} next={}",
+                        head.checkpoint_id,
+                        head.next.join(",")
+                    );
+                    let start = executor::recover(&plan, &head);
+                    if let Ok(begin) = &start {
+                        plan.emitter.run_began(&[], &begin.cursor.values);
+                    }
+                    return Ok((plan, start, attempt));
+                }
+            }
             let base = match fork_from {
                 Some(checkpoint_id) => Some(
                     db.checkpoint(thread_id, String::new(), checkpoint_id)
@@ -229,11 +314,22 @@ impl Handler<BeginRun> for RunActor {
             };
             let mut begin = executor::begin(&plan, base.as_ref(), fork_from.is_some())?;
             let start = std::mem::take(&mut begin.checkpoints);
-            db.start_run(run_id, start.clone())
-                .await
-                .map_err(storage_failure)?;
+            let attempt = match recovered_attempt {
+                Some(attempt) => {
+                    for checkpoint in &start {
+                        db.save_checkpoint(checkpoint.clone(), attempt)
+                            .await
+                            .map_err(storage_failure)?;
+                    }
+                    attempt
+                }
+                None => db
+                    .start_run(run_id, start.clone(), false)
+                    .await
+                    .map_err(storage_failure)?,
+            };
             plan.emitter.run_began(&start, &begin.cursor.values);
-            Ok((plan, begin))
+            Ok((plan, Ok(begin), attempt))
         };
         // Input coercion and reducers run in a task of their own: a panic fails only this run.
         let prepare = async move {
@@ -244,11 +340,20 @@ impl Handler<BeginRun> for RunActor {
                 ))
             })
         };
+        type Prepared = (RunPlan, Result<Begin, Finish>, u32);
         AtomicResponse::new(Box::pin(wrap_future(prepare).map(
-            |result: Result<(RunPlan, Begin), RunError>, actor: &mut Self, ctx| match result {
-                Ok((plan, begin)) => {
-                    actor.spawn_execution(plan, begin, ctx);
-                    Ok(())
+            |result: Result<Prepared, RunError>, actor: &mut Self, ctx| match result {
+                Ok((plan, start, attempt)) => {
+                    actor.attempt = attempt;
+                    match start {
+                        Ok(begin) => actor.spawn_execution(plan, begin, ctx),
+                        // It had already stopped at a breakpoint: it ends now.
+                        Err(finish) => {
+                            plan.emitter.run_finished(&finish.values);
+                            actor.executed(Ok(Ok(Ok(finish))), ctx);
+                        }
+                    }
+                    Ok(attempt)
                 }
                 Err(error) => {
                     // The thread actor records the failure from this reply.
@@ -258,6 +363,14 @@ impl Handler<BeginRun> for RunActor {
                 }
             },
         )))
+    }
+}
+
+impl Handler<Die> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Die, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
@@ -273,15 +386,16 @@ impl Handler<StopRun> for RunActor {
     }
 }
 
-/// Persists a run's checkpoints through the fenced writer.
+/// Persists an attempt's checkpoints through the fenced writer.
 #[derive(Clone)]
 struct DbSink {
     db: Db,
+    attempt: u32,
 }
 
 impl CheckpointSink for DbSink {
     fn save(&mut self, checkpoint: Checkpoint) -> BoxFuture<'static, Result<(), Halt>> {
-        let saved = self.db.save_checkpoint(checkpoint);
+        let saved = self.db.save_checkpoint(checkpoint, self.attempt);
         Box::pin(async move {
             saved.await.map_err(|error| match error {
                 StorageError::Fenced => Halt::Fenced,

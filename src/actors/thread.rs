@@ -7,19 +7,21 @@
 //! rebuilds its queue from SQLite.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::fut::{self, wrap_future, LocalBoxActorFuture};
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
-    Message, SpawnHandle, Supervised,
+    Message, MessageResult, SpawnHandle, Supervised,
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::run::{BeginRun, RunActor, StopRun};
-use super::thread_registry::{ForgetThread, ThreadRegistry};
+use super::run::{BeginRun, RunActor, RunLimits, StopRun};
+use super::thread_registry::{ForgetThread, Retire, ThreadRegistry};
+use crate::config::OnRestart;
 use super::{with_retries, RunOutcome, ThreadError};
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
@@ -34,7 +36,7 @@ type Step<T> = LocalBoxActorFuture<ThreadActor, T>;
 
 /// Creates a run on this thread, applying its multitask strategy to the runs in flight. Sent by
 /// the run-creating HTTP handlers. With `wait`, the reply carries a receiver for the run's outcome.
-#[derive(Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "Result<RunAccepted, ThreadError>")]
 pub struct SubmitRun {
     pub new_run: NewRun,
@@ -53,7 +55,7 @@ pub struct RunAccepted {
 
 /// Waits for a run: `Some(receiver)` while it is in flight, `None` when it is not (the caller
 /// then reads its stored result). Sent by `/join`. Changes nothing.
-#[derive(Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "Result<Option<oneshot::Receiver<RunOutcome>>, ThreadError>")]
 pub struct JoinRun {
     pub run_id: RunId,
@@ -62,8 +64,8 @@ pub struct JoinRun {
 /// Subscribes to a run's stream: while the run is in flight (its stream is ended only by this
 /// actor, so the subscription is sure to end), or while a finished run's events are retained.
 /// `None` when there is nothing to subscribe to. Sent by the join-stream endpoint.
-#[derive(Message)]
-#[rtype(result = "Option<Subscription>")]
+#[derive(Clone, Message)]
+#[rtype(result = "Result<Option<Subscription>, ThreadError>")]
 pub struct SubscribeRun {
     pub run_id: RunId,
     pub resumable: bool,
@@ -74,7 +76,7 @@ pub struct SubscribeRun {
 /// Stops the named runs that are in flight (`interrupt` keeps them as `interrupted`, `rollback`
 /// deletes them). Replies with how many were stopped; 0 means none of them was in flight. Sent by
 /// the cancel endpoints. Idempotent.
-#[derive(Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "Result<usize, ThreadError>")]
 pub struct CancelRuns {
     pub run_ids: Vec<RunId>,
@@ -83,7 +85,7 @@ pub struct CancelRuns {
 
 /// Deletes a run of any status with its checkpoints, stopping it first if it is active.
 /// Sent by `DELETE /threads/{t}/runs/{r}`.
-#[derive(Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "Result<(), ThreadError>")]
 pub struct DeleteRun {
     pub run_id: RunId,
@@ -91,13 +93,13 @@ pub struct DeleteRun {
 
 /// Deletes the thread with its runs and checkpoints, stopping its active run first.
 /// Sent by `DELETE /threads/{t}`.
-#[derive(Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "Result<(), ThreadError>")]
 pub struct DeleteThread;
 
 /// Writes a `source: update` checkpoint (409 while runs are in flight). Sent by
 /// `POST /threads/{t}/state`; replies with the new checkpoint.
-#[derive(Message)]
+#[derive(Clone, Message)]
 #[rtype(result = "Result<Checkpoint, ThreadError>")]
 pub struct UpdateState {
     pub values: Option<Value>,
@@ -114,6 +116,8 @@ pub enum RunEnd {
         next: Vec<String>,
     },
     Failed(RunError),
+    /// It hit the run time limit (status `timeout`).
+    TimedOut(RunError),
     /// Its writes were fenced: storage no longer has it in flight (it was removed without this
     /// actor's doing). Nothing is recorded for it; the thread is settled and moves on.
     Vanished,
@@ -125,7 +129,44 @@ pub enum RunEnd {
 #[rtype(result = "()")]
 pub(crate) struct RunFinished {
     pub run_id: RunId,
+    /// The attempt that ended; the report of an older attempt is ignored.
+    pub attempt: u32,
     pub end: RunEnd,
+}
+
+/// Replies once the thread has no run executing; sent by the registry at shutdown, after it
+/// raised the shared `draining` flag (so no run starts any more).
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+pub struct Drain;
+
+/// Stops the executing run, if any, leaving it `running` in storage with its attempt given
+/// back, so it resumes at the next start. Sent by the registry when the shutdown grace period
+/// is over; replies with the run it stopped.
+#[derive(Message)]
+#[rtype(result = "Option<RunId>")]
+pub struct Halt;
+
+/// Fault injection for tests: the thread actor stops as if it had failed (its supervisor
+/// restarts it and it rebuilds from SQLite), or it stops its run's actor as if that had died.
+#[doc(hidden)]
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub enum InjectFault {
+    ThreadActorDies,
+    RunActorDies,
+}
+
+/// What the settings tell every thread actor.
+#[derive(Clone, Debug)]
+pub struct ThreadSettings {
+    pub limits: RunLimits,
+    pub on_restart: OnRestart,
+    pub max_attempts: u32,
+    /// An actor with nothing to do for this long retires.
+    pub idle: Duration,
+    /// Raised at shutdown: no run starts any more.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The first queued run's `after_seconds` delay has passed. Sent by the actor to itself.
@@ -135,6 +176,7 @@ struct StartDue;
 
 struct ActiveRun {
     run_id: RunId,
+    attempt: u32,
     run_actor: Addr<RunActor>,
     started: Instant,
 }
@@ -156,8 +198,20 @@ pub struct ThreadActor {
     hub: Arc<StreamHub>,
     /// In-flight stateless runs whose thread is deleted when they end.
     temporary: HashSet<RunId>,
-    /// Told when this actor's thread is gone for good.
+    /// Told when this actor's thread is gone for good, or it retires.
     registry: Addr<ThreadRegistry>,
+    settings: Arc<ThreadSettings>,
+    /// Runs a crash left `running`, to continue from their last checkpoint when they start.
+    recovered: HashSet<RunId>,
+    /// Told when no run executes any more (shutdown).
+    drained: Vec<oneshot::Sender<()>>,
+    /// When the actor last handled a command.
+    touched: Instant,
+    /// Set once the registry has forgotten this actor: it refuses every command (the sender
+    /// asks the registry again) and stops once nobody holds its address.
+    retired: bool,
+    /// The idle check.
+    idle_timer: Option<SpawnHandle>,
 }
 
 impl ThreadActor {
@@ -168,6 +222,7 @@ impl ThreadActor {
         graphs: Arc<GraphRegistry>,
         hub: Arc<StreamHub>,
         registry: Addr<ThreadRegistry>,
+        settings: Arc<ThreadSettings>,
     ) -> Self {
         Self {
             thread_id,
@@ -180,6 +235,62 @@ impl ThreadActor {
             hub,
             temporary: HashSet::new(),
             registry,
+            settings,
+            recovered: HashSet::new(),
+            drained: Vec::new(),
+            touched: Instant::now(),
+            retired: false,
+            idle_timer: None,
+        }
+    }
+
+    /// Notes a command; a retired actor refuses it (the sender asks the registry again, which
+    /// starts a fresh actor).
+    fn touch(&mut self) -> Result<(), ThreadError> {
+        if self.retired {
+            return Err(ThreadError::Retired);
+        }
+        self.touched = Instant::now();
+        Ok(())
+    }
+
+    /// Checks now and then whether the actor has had nothing to do for the idle time; if so it
+    /// asks the registry to forget it and retires.
+    fn arm_idle_check(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.settings.idle;
+        let check = ctx.run_later(idle / 2, move |actor, ctx| {
+            actor.idle_timer = None;
+            let quiet = actor.active.is_none()
+                && actor.queue.is_empty()
+                && actor.waiters.is_empty()
+                && actor.timer.is_none();
+            if !quiet || actor.touched.elapsed() < idle {
+                actor.arm_idle_check(ctx);
+                return;
+            }
+            let retire = actor.registry.send(Retire {
+                thread_id: actor.thread_id,
+                address: ctx.address(),
+            });
+            // Nothing else is handled until the registry answers.
+            ctx.wait(wrap_future(retire).map(|forgotten, actor: &mut Self, ctx| {
+                if forgotten.unwrap_or(false) {
+                    log::debug!("thread actor retired thread_id={}", actor.thread_id);
+                    actor.retired = true;
+                } else {
+                    actor.arm_idle_check(ctx);
+                }
+            }));
+        });
+        self.idle_timer = Some(check);
+    }
+
+    /// No run executes: tell whoever waits for that (shutdown).
+    fn notify_drained(&mut self) {
+        if self.active.is_none() {
+            for waiter in self.drained.drain(..) {
+                let _ = waiter.send(());
+            }
         }
     }
 
@@ -268,7 +379,8 @@ impl ThreadActor {
 
     /// Starts the first queued run if none is active and it is due; otherwise arms the timer.
     fn start_next(&mut self, ctx: &mut Context<Self>) -> Step<()> {
-        if self.active.is_some() {
+        self.notify_drained();
+        if self.active.is_some() || self.settings.draining.load(Ordering::SeqCst) {
             return fut::ready(()).boxed_local();
         }
         if let Some(timer) = self.timer.take() {
@@ -301,17 +413,21 @@ impl ThreadActor {
             return self.record_end(run_id, None, RunEnd::Failed(error));
         };
         let stream = self.hub.open(run_id, run.kwargs.resumable);
-        let run_actor = RunActor::new(run, graph, self.db.clone(), ctx.address(), stream).start();
-        let begin = run_actor.send(BeginRun);
+        let limits = self.settings.limits;
+        let run_actor =
+            RunActor::new(run, graph, self.db.clone(), ctx.address(), stream, limits).start();
+        let recovered = self.recovered.remove(&run_id);
+        let begin = run_actor.send(BeginRun { recovered });
         wrap_future(begin)
             .then(move |reply, actor: &mut Self, _| match reply {
-                Ok(Ok(())) => {
+                Ok(Ok(attempt)) => {
                     log::info!(
-                        "run started run_id={run_id} thread_id={} graph_id={graph_id}",
+                        "run started run_id={run_id} thread_id={} graph_id={graph_id} attempt={attempt}",
                         actor.thread_id
                     );
                     actor.active = Some(ActiveRun {
                         run_id,
+                        attempt,
                         run_actor,
                         started: Instant::now(),
                     });
@@ -337,6 +453,11 @@ impl ThreadActor {
             }
             RunEnd::Failed(error) => (
                 Some(RunStatus::Error),
+                Some(error.clone()),
+                RunOutcome::Failed(error),
+            ),
+            RunEnd::TimedOut(error) => (
+                Some(RunStatus::Timeout),
                 Some(error.clone()),
                 RunOutcome::Failed(error),
             ),
@@ -424,9 +545,9 @@ impl ThreadActor {
         .boxed_local()
     }
 
-    /// Rebuilds the queue from SQLite. A run left `running` has lost its actor (server or actor
-    /// restart): it is recorded as failed.
-    // TODO(#5): resume such runs from their last checkpoint (`on_restart = "resume"`).
+    /// Rebuilds the queue from SQLite. A run left `running` has lost its actor (a crash, a
+    /// shutdown, or this actor's restart): it continues from its last checkpoint, unless the
+    /// settings say to fail it or it has used up its attempts.
     fn recover(&mut self) -> Step<()> {
         let thread_id = self.thread_id;
         let db = self.db.clone();
@@ -440,33 +561,44 @@ impl ThreadActor {
                         return fut::ready(Vec::new()).boxed_local();
                     }
                 };
-                let (orphans, pending): (Vec<Run>, Vec<Run>) =
-                    runs.into_iter().partition(|run| run.status == RunStatus::Running);
                 actor.temporary.extend(
-                    orphans
-                        .iter()
-                        .chain(&pending)
-                        .filter(|run| run.kwargs.temporary)
-                        .map(|run| run.run_id),
+                    runs.iter()
+                        .filter(|(run, _)| run.kwargs.temporary)
+                        .map(|(run, _)| run.run_id),
                 );
-                actor.queue = pending;
-                if !actor.queue.is_empty() || !orphans.is_empty() {
+                let mut failed = Vec::new();
+                let mut resumed = Vec::new();
+                actor.queue.clear();
+                for (run, attempts) in runs {
+                    if run.status != RunStatus::Running {
+                        actor.queue.push(run);
+                    } else if let Some(error) = actor.gives_up(attempts) {
+                        log::warn!(
+                            "run left running is not resumed run_id={} thread_id={thread_id} attempts={attempts}: {}",
+                            run.run_id,
+                            error.message
+                        );
+                        failed.push((run.run_id, error));
+                    } else {
+                        actor.recovered.insert(run.run_id);
+                        resumed.push(run);
+                    }
+                }
+                // A run left running started before every pending one: it goes first.
+                let resumed_count = resumed.len();
+                actor.queue.splice(0..0, resumed);
+                if !actor.queue.is_empty() || !failed.is_empty() {
                     log::info!(
-                        "thread recovered thread_id={thread_id} pending={} orphaned={}",
-                        actor.queue.len(),
-                        orphans.len()
+                        "thread recovered thread_id={thread_id} resumed={resumed_count} failed={} pending={}",
+                        failed.len(),
+                        actor.queue.len() - resumed_count
                     );
                 }
-                fut::ready(orphans.into_iter().map(|run| run.run_id).collect()).boxed_local()
+                fut::ready(failed).boxed_local()
             })
-            .then(|orphans: Vec<RunId>, _: &mut Self, _| {
+            .then(|failed: Vec<(RunId, RunError)>, _: &mut Self, _| {
                 let mut steps = fut::ready(()).boxed_local();
-                for run_id in orphans {
-                    log::warn!("run was running when its thread actor stopped; marking it failed run_id={run_id}");
-                    let error = RunError::new(
-                        "RuntimeError",
-                        "the server stopped while this run was running; it did not finish",
-                    );
+                for (run_id, error) in failed {
                     steps = steps
                         .then(move |(), actor: &mut Self, _| {
                             actor.record_end(run_id, None, RunEnd::Failed(error))
@@ -477,6 +609,25 @@ impl ThreadActor {
             })
             .boxed_local()
     }
+
+    /// Why a run left `running` after `attempts` starts is not continued, if it is not.
+    fn gives_up(&self, attempts: u32) -> Option<RunError> {
+        if self.settings.on_restart == OnRestart::Error {
+            return Some(RunError::new(
+                "RuntimeError",
+                "the server stopped while this run was running, and runtime.on_restart is \"error\"",
+            ));
+        }
+        (attempts >= self.settings.max_attempts).then(|| {
+            RunError::new(
+                "RuntimeError",
+                format!(
+                    "the run was started {attempts} times without finishing (runtime.max_attempts = {}); it is not resumed again",
+                    self.settings.max_attempts
+                ),
+            )
+        })
+    }
 }
 
 impl Actor for ThreadActor {
@@ -486,6 +637,7 @@ impl Actor for ThreadActor {
         log::debug!("thread actor started thread_id={}", self.thread_id);
         let recovery = self.recover();
         ctx.wait(recovery);
+        self.arm_idle_check(ctx);
     }
 }
 
@@ -497,7 +649,9 @@ impl Supervised for ThreadActor {
         }
         self.queue.clear();
         self.timer = None;
+        self.idle_timer = None;
         self.temporary.clear();
+        self.recovered.clear();
     }
 }
 
@@ -505,6 +659,9 @@ impl Handler<SubmitRun> for ThreadActor {
     type Result = AtomicResponse<Self, Result<RunAccepted, ThreadError>>;
 
     fn handle(&mut self, message: SubmitRun, _: &mut Context<Self>) -> Self::Result {
+        if let Err(retired) = self.touch() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        }
         let SubmitRun {
             new_run,
             wait,
@@ -591,6 +748,7 @@ impl Handler<JoinRun> for ThreadActor {
     type Result = Result<Option<oneshot::Receiver<RunOutcome>>, ThreadError>;
 
     fn handle(&mut self, message: JoinRun, _: &mut Context<Self>) -> Self::Result {
+        self.touch()?;
         Ok(self
             .in_flight()
             .contains(&message.run_id)
@@ -599,15 +757,16 @@ impl Handler<JoinRun> for ThreadActor {
 }
 
 impl Handler<SubscribeRun> for ThreadActor {
-    type Result = Option<Subscription>;
+    type Result = Result<Option<Subscription>, ThreadError>;
 
     fn handle(&mut self, message: SubscribeRun, _: &mut Context<Self>) -> Self::Result {
+        self.touch()?;
         let stream = if self.in_flight().contains(&message.run_id) {
             Some(self.hub.open(message.run_id, message.resumable))
         } else {
             self.hub.get(message.run_id)
         };
-        stream.map(|stream| stream.subscribe(message.after))
+        Ok(stream.map(|stream| stream.subscribe(message.after)))
     }
 }
 
@@ -615,6 +774,9 @@ impl Handler<CancelRuns> for ThreadActor {
     type Result = AtomicResponse<Self, Result<usize, ThreadError>>;
 
     fn handle(&mut self, message: CancelRuns, _: &mut Context<Self>) -> Self::Result {
+        if let Err(retired) = self.touch() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        }
         let in_flight = self.in_flight();
         let targets: Vec<RunId> = in_flight
             .iter()
@@ -667,6 +829,9 @@ impl Handler<DeleteRun> for ThreadActor {
     type Result = AtomicResponse<Self, Result<(), ThreadError>>;
 
     fn handle(&mut self, message: DeleteRun, _: &mut Context<Self>) -> Self::Result {
+        if let Err(retired) = self.touch() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        }
         let run_id = message.run_id;
         let in_flight = self.in_flight();
         let is_active = self
@@ -709,6 +874,9 @@ impl Handler<DeleteThread> for ThreadActor {
     type Result = AtomicResponse<Self, Result<(), ThreadError>>;
 
     fn handle(&mut self, _: DeleteThread, _: &mut Context<Self>) -> Self::Result {
+        if let Err(retired) = self.touch() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        }
         let had_active = self.active.is_some();
         let in_flight = self.in_flight();
         let stopping = self.stop_active();
@@ -744,6 +912,9 @@ impl Handler<UpdateState> for ThreadActor {
     type Result = AtomicResponse<Self, Result<Checkpoint, ThreadError>>;
 
     fn handle(&mut self, message: UpdateState, _: &mut Context<Self>) -> Self::Result {
+        if let Err(retired) = self.touch() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        }
         let thread_id = self.thread_id;
         let in_flight = self.in_flight();
         if !in_flight.is_empty() {
@@ -811,14 +982,14 @@ impl Handler<RunFinished> for ThreadActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, message: RunFinished, _: &mut Context<Self>) -> Self::Result {
-        let is_active = self
-            .active
-            .as_ref()
-            .is_some_and(|active| active.run_id == message.run_id);
+        let is_active = self.active.as_ref().is_some_and(|active| {
+            active.run_id == message.run_id && active.attempt == message.attempt
+        });
         if !is_active {
             log::debug!(
-                "end of a run that is no longer active ignored run_id={}",
-                message.run_id
+                "end of a run attempt that is no longer active ignored run_id={} attempt={}",
+                message.run_id,
+                message.attempt
             );
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
@@ -833,5 +1004,63 @@ impl Handler<StartDue> for ThreadActor {
     fn handle(&mut self, _: StartDue, ctx: &mut Context<Self>) -> Self::Result {
         self.timer = None;
         AtomicResponse::new(self.start_next(ctx))
+    }
+}
+
+impl Handler<Drain> for ThreadActor {
+    type Result = MessageResult<Drain>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        let (sender, receiver) = oneshot::channel();
+        self.drained.push(sender);
+        self.notify_drained();
+        MessageResult(receiver)
+    }
+}
+
+impl Handler<Halt> for ThreadActor {
+    type Result = AtomicResponse<Self, Option<RunId>>;
+
+    fn handle(&mut self, _: Halt, _: &mut Context<Self>) -> Self::Result {
+        let Some(run_id) = self.active.as_ref().map(|active| active.run_id) else {
+            return AtomicResponse::new(Box::pin(fut::ready(None)));
+        };
+        let db = self.db.clone();
+        let steps = self
+            .stop_active()
+            .then(move |(), _, _| {
+                wrap_future(async move { with_retries("release run", || db.release_run(run_id)).await })
+            })
+            .map(move |released, actor: &mut Self, _| {
+                match released {
+                    Ok(()) => log::info!(
+                        "run stopped by the shutdown; it resumes at the next start run_id={run_id} thread_id={}",
+                        actor.thread_id
+                    ),
+                    Err(error) => log::warn!("run stopped by the shutdown, attempt not given back run_id={run_id}: {error:#}"),
+                }
+                // Its stream ends; clients waiting on it see it still running when they look.
+                actor.hub.finish(run_id);
+                actor.waiters.remove(&run_id);
+                actor.notify_drained();
+                Some(run_id)
+            });
+        AtomicResponse::new(Box::pin(steps))
+    }
+}
+
+impl Handler<InjectFault> for ThreadActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: InjectFault, ctx: &mut Context<Self>) {
+        log::warn!("fault injected thread_id={} fault={fault:?}", self.thread_id);
+        match fault {
+            InjectFault::ThreadActorDies => ctx.stop(),
+            InjectFault::RunActorDies => {
+                if let Some(active) = &self.active {
+                    active.run_actor.do_send(super::run::Die);
+                }
+            }
+        }
     }
 }

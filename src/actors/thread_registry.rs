@@ -1,16 +1,22 @@
 //! ThreadRegistry: maps a ThreadId to the address of its ThreadActor, starting one (supervised, on
 //! one of a fixed pool of arbiters) on first use. HTTP handlers ask it for the address, then send
-//! their command to the thread actor directly. Idle thread actors stay until shutdown for now.
-// TODO(#5): drop idle thread actors after a configurable idle time.
+//! their command to the thread actor directly. A thread actor with nothing to do for
+//! `runtime.actor_idle_seconds` asks to be forgotten (`Retire`); it then refuses commands, so a
+//! sender that raced the retirement asks again and gets a fresh actor, rebuilt from SQLite.
+//! At shutdown it drains every thread actor (`Shutdown`).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, MessageResult, Supervisor,
+    Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message,
+    MessageResult, ResponseActFuture, Supervisor, WrapFuture,
 };
+use futures_util::future::join_all;
 
-use super::thread::ThreadActor;
+use super::thread::{Drain, Halt, ThreadActor, ThreadSettings};
 use crate::domain::ids::ThreadId;
 use crate::graph::GraphRegistry;
 use crate::storage::Db;
@@ -31,6 +37,37 @@ pub struct ForgetThread {
     pub thread_id: ThreadId,
 }
 
+/// An idle thread actor asks to be forgotten. Replies true when the registry no longer hands
+/// out its address (the actor then refuses every command); false when it must stay (another
+/// actor is registered for the thread, or the server is shutting down).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Retire {
+    pub thread_id: ThreadId,
+    pub address: Addr<ThreadActor>,
+}
+
+/// How many thread actors are in memory. Sent by tests and the memory benchmark's checks.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LiveThreads;
+
+/// Graceful shutdown: no run starts any more (the shared `draining` flag), running runs get
+/// `grace` to finish, then the rest are stopped and left to resume at the next start. Replies
+/// once every thread actor is quiet.
+#[derive(Message)]
+#[rtype(result = "ShutdownReport")]
+pub struct Shutdown {
+    pub grace: Duration,
+}
+
+/// What a shutdown did.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownReport {
+    /// Runs stopped at the end of the grace period; they resume at the next start.
+    pub stopped: usize,
+}
+
 /// The registry of live thread actors.
 pub struct ThreadRegistry {
     db: Db,
@@ -38,6 +75,7 @@ pub struct ThreadRegistry {
     arbiters: Vec<ArbiterHandle>,
     threads: HashMap<ThreadId, Addr<ThreadActor>>,
     hub: Arc<StreamHub>,
+    settings: Arc<ThreadSettings>,
 }
 
 impl ThreadRegistry {
@@ -47,6 +85,7 @@ impl ThreadRegistry {
         graphs: Arc<GraphRegistry>,
         arbiters: Vec<ArbiterHandle>,
         hub: Arc<StreamHub>,
+        settings: ThreadSettings,
     ) -> Self {
         assert!(
             !arbiters.is_empty(),
@@ -58,6 +97,7 @@ impl ThreadRegistry {
             arbiters,
             threads: HashMap::new(),
             hub,
+            settings: Arc::new(settings),
         }
     }
 }
@@ -77,8 +117,9 @@ impl Handler<GetThread> for ThreadRegistry {
             let db = self.db.clone();
             let graphs = self.graphs.clone();
             let hub = self.hub.clone();
+            let settings = self.settings.clone();
             Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
-                ThreadActor::new(thread_id, db, graphs, hub, registry)
+                ThreadActor::new(thread_id, db, graphs, hub, registry, settings)
             })
         });
         MessageResult(address.clone())
@@ -90,5 +131,60 @@ impl Handler<ForgetThread> for ThreadRegistry {
 
     fn handle(&mut self, message: ForgetThread, _: &mut Context<Self>) {
         self.threads.remove(&message.thread_id);
+    }
+}
+
+impl Handler<Retire> for ThreadRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, message: Retire, _: &mut Context<Self>) -> bool {
+        if self.settings.draining.load(Ordering::SeqCst) {
+            return false;
+        }
+        match self.threads.get(&message.thread_id) {
+            Some(address) if *address == message.address => {
+                self.threads.remove(&message.thread_id);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Handler<LiveThreads> for ThreadRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: LiveThreads, _: &mut Context<Self>) -> usize {
+        self.threads.len()
+    }
+}
+
+impl Handler<Shutdown> for ThreadRegistry {
+    type Result = ResponseActFuture<Self, ShutdownReport>;
+
+    fn handle(&mut self, message: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.settings.draining.store(true, Ordering::SeqCst);
+        let actors: Vec<Addr<ThreadActor>> = self.threads.values().cloned().collect();
+        log::info!(
+            "shutdown: draining thread actors count={} grace_ms={}",
+            actors.len(),
+            message.grace.as_millis()
+        );
+        let deadline = Instant::now() + message.grace;
+        async move {
+            let drains = join_all(actors.iter().map(|actor| actor.send(Drain))).await;
+            let quiet = join_all(drains.into_iter().flatten());
+            let within_grace = tokio::time::timeout_at(deadline.into(), quiet).await.is_ok();
+            if !within_grace {
+                log::info!("shutdown: grace period over, stopping the runs still executing");
+            }
+            // Always halt: a run that finished in time reports nothing to stop.
+            let halted = join_all(actors.iter().map(|actor| actor.send(Halt))).await;
+            let stopped = halted.into_iter().flatten().flatten().count();
+            ShutdownReport { stopped }
+        }
+        .into_actor(self)
+        .map(|report, _, _| report)
+        .boxed_local()
     }
 }

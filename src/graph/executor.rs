@@ -45,6 +45,8 @@ pub struct RunPlan {
     pub namespace: String,
     /// `metadata.parents` of every checkpoint: the parent graphs' checkpoints by namespace.
     pub parents: JsonMap,
+    /// A node task still running after this long fails the run with NodeTimeoutError.
+    pub node_timeout: Option<std::time::Duration>,
 }
 
 /// The error class a subgraph's node result carries when storage fenced the run.
@@ -285,6 +287,7 @@ impl RunPlan {
             command: None,
             namespace,
             parents,
+            node_timeout: self.node_timeout,
         }
     }
 
@@ -471,6 +474,34 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
             "Received no input for __start__ and the thread has no checkpoint to continue from",
         )),
     }
+}
+
+/// Where a run left `running` by a crash continues, given `head`, the thread's latest checkpoint,
+/// which this run wrote. It goes on as it would have: from a checkpoint written when it began
+/// (a `fork` copy or a command's `input`) without firing the breakpoints before those nodes
+/// again; from one written after a superstep with them, or it ends there at once when that
+/// superstep's nodes are in `interrupt_after` (`Err(finish)`).
+pub fn recover(plan: &RunPlan, head: &Checkpoint) -> Result<Begin, Finish> {
+    let mut cursor = cursor_of(head);
+    let began_here = matches!(head.source, CheckpointSource::Fork | CheckpointSource::Input);
+    if began_here {
+        // A command's resume values had not been used yet: answer the same interrupts again.
+        if let Some(resume) = plan.command.as_ref().and_then(|command| command.resume.as_ref()) {
+            cursor.resume = resume_by_task(resume, &head.tasks).unwrap_or_default();
+        }
+    } else if !cursor.next.is_empty() && RunPlan::breaks(&plan.interrupt_after, &head.updated_by)
+    {
+        return Err(Finish {
+            values: cursor.values,
+            next: cursor.next,
+            interrupts: vec![],
+        });
+    }
+    Ok(Begin {
+        checkpoints: vec![],
+        cursor,
+        resuming: began_here,
+    })
 }
 
 /// Starts from a `command`: resume values resolved against the base's pending interrupts, then
@@ -810,14 +841,30 @@ pub async fn execute(
                 resume: cursor.resume.get(&index).cloned(),
                 interrupted: interrupted.clone(),
             };
+            let limit = plan.node_timeout;
             let handle = tokio::spawn(async move {
-                match node {
-                    Some(node) => node.invoke(input).await,
-                    None => Err(RunError::new(
+                let Some(node) = node else {
+                    return Err(RunError::new(
                         "TaskNotFound",
                         format!("node '{}' is not part of the graph", input.node),
-                    )),
-                }
+                    ));
+                };
+                let Some(limit) = limit else {
+                    return node.invoke(input).await;
+                };
+                let name = input.node.clone();
+                // Dropping the node's future on timeout stops it (and kills its processes).
+                tokio::time::timeout(limit, node.invoke(input))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RunError::new(
+                            "NodeTimeoutError",
+                            format!(
+                                "node '{name}' did not finish within {}s (runtime.node_timeout_seconds)",
+                                limit.as_secs_f64()
+                            ),
+                        ))
+                    })
             });
             tasks.push((task, None, Running::Task(AbortOnDrop(handle), interrupted)));
         }
@@ -938,6 +985,7 @@ mod tests {
             command: None,
             namespace: String::new(),
             parents: JsonMap::new(),
+            node_timeout: None,
         }
     }
 

@@ -183,7 +183,7 @@ pub async fn delete(
     }
     if extract::flag(&pairs, "delete_threads") {
         for thread_id in state.db.threads_of_assistant(assistant_id).await? {
-            match state.thread(thread_id).await?.send(DeleteThread).await? {
+            match state.command(thread_id, DeleteThread).await?.0 {
                 Ok(()) | Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
                 Err(other) => return Err(other.into()),
             }

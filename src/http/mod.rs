@@ -10,17 +10,18 @@ mod runs;
 mod sse;
 mod threads;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Addr, Handler, Message};
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{guard, web, HttpResponse, Resource, Route};
 use serde_json::Value;
 
-use crate::actors::{GetThread, ThreadActor, ThreadRegistry};
+use crate::actors::{GetThread, ThreadActor, ThreadError, ThreadRegistry};
 use crate::domain::ids::ThreadId;
 use crate::error::ApiError;
 use crate::graph::GraphRegistry;
@@ -38,12 +39,59 @@ pub struct AppState {
     pub hub: Arc<StreamHub>,
     /// Interval of SSE heartbeats and `/wait` keep-alives.
     pub heartbeat: Duration,
+    /// Raised at shutdown: new runs get 503.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// The actor of a thread (started if needed).
-    pub async fn thread(&self, thread_id: ThreadId) -> Result<Addr<ThreadActor>, ApiError> {
+    async fn thread(&self, thread_id: ThreadId) -> Result<Addr<ThreadActor>, ApiError> {
         Ok(self.registry.send(GetThread { thread_id }).await?)
+    }
+
+    /// 503 while the server shuts down: runs are not accepted any more.
+    pub fn accepting_runs(&self) -> Result<(), ApiError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(ApiError::Unavailable {
+                detail: "The server is shutting down and accepts no new runs; retry shortly.",
+                cause: "shutting down".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends a command to the thread's actor; replies with its answer and the actor's address.
+    /// An actor that retired (idle) just before the command arrived refuses it unhandled: the
+    /// registry is asked again, and starts a fresh actor.
+    pub async fn command<M, R>(
+        &self,
+        thread_id: ThreadId,
+        message: M,
+    ) -> Result<(Result<R, ThreadError>, Addr<ThreadActor>), ApiError>
+    where
+        M: Message<Result = Result<R, ThreadError>> + Clone + Send + 'static,
+        R: Send + 'static,
+        ThreadActor: Handler<M>,
+    {
+        for _ in 0..8 {
+            let actor = self.thread(thread_id).await?;
+            match actor.send(message.clone()).await? {
+                Err(ThreadError::Retired) => continue,
+                reply => return Ok((reply, actor)),
+            }
+        }
+        Err(ApiError::from(ThreadError::Retired))
+    }
+
+    /// Sends a command to the thread's actor and returns its answer.
+    pub async fn tell<M, R>(&self, thread_id: ThreadId, message: M) -> Result<R, ApiError>
+    where
+        M: Message<Result = Result<R, ThreadError>> + Clone + Send + 'static,
+        R: Send + 'static,
+        ThreadActor: Handler<M>,
+    {
+        let (reply, _) = self.command(thread_id, message).await?;
+        Ok(reply?)
     }
 }
 
@@ -83,6 +131,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/threads").route(web::post().to(threads::create)))
         .service(resource("/threads/search").route(web::post().to(threads::search)))
         .service(resource("/threads/count").route(web::post().to(threads::count)))
+        .service(resource("/threads/prune").route(web::post().to(threads::prune)))
         .service(
             resource("/threads/{thread_id}")
                 .route(get().to(threads::get))

@@ -339,15 +339,15 @@ async fn submit(
     new_run: NewRun,
     reply: Reply,
 ) -> Result<(RunAccepted, Addr<ThreadActor>), ApiError> {
-    let thread = state.thread(new_run.thread_id).await?;
-    let accepted = thread
-        .send(SubmitRun {
-            new_run,
-            wait: reply == Reply::Wait,
-            subscribe: reply == Reply::Stream,
-        })
-        .await??;
-    Ok((accepted, thread))
+    state.accepting_runs()?;
+    let thread_id = new_run.thread_id;
+    let submit = SubmitRun {
+        new_run,
+        wait: reply == Reply::Wait,
+        subscribe: reply == Reply::Stream,
+    };
+    let (accepted, thread) = state.command(thread_id, submit).await?;
+    Ok((accepted?, thread))
 }
 
 /// Answers a run-creating request the way its endpoint does.
@@ -549,8 +549,8 @@ pub async fn join(
     let thread_id = extract::thread_id(&path.0)?;
     let run_id = extract::run_id(&path.1)?;
     let pairs = extract::query_pairs(request.query_string())?;
-    let thread = state.thread(thread_id).await?;
-    let waiting = thread.send(JoinRun { run_id }).await??;
+    let (waiting, thread) = state.command(thread_id, JoinRun { run_id }).await?;
+    let waiting = waiting?;
     let guard = DisconnectGuard::new(
         waiting.is_some() && extract::flag(&pairs, "cancel_on_disconnect"),
         thread,
@@ -637,14 +637,13 @@ pub async fn join_stream(
     };
     // The thread actor subscribes: it alone ends run streams, so the subscription cannot
     // race the run's end.
-    let thread = state.thread(thread_id).await?;
-    let subscription = thread
-        .send(SubscribeRun {
-            run_id,
-            resumable: run.kwargs.resumable,
-            after,
-        })
-        .await?;
+    let subscribe = SubscribeRun {
+        run_id,
+        resumable: run.kwargs.resumable,
+        after,
+    };
+    let (subscription, thread) = state.command(thread_id, subscribe).await?;
+    let subscription = subscription?;
     let Some(subscription) = subscription else {
         return Ok(sse::empty());
     };
@@ -725,11 +724,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path.0)?;
     let run_id = extract::run_id(&path.1)?;
-    state
-        .thread(thread_id)
-        .await?
-        .send(DeleteRun { run_id })
-        .await??;
+    state.tell(thread_id, DeleteRun { run_id }).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -758,14 +753,11 @@ async fn cancel_on_thread(
     run_ids: Vec<RunId>,
     action: CancelAction,
 ) -> Result<usize, ApiError> {
-    let cancelled = state
-        .thread(thread_id)
-        .await?
-        .send(CancelRuns {
-            run_ids: run_ids.clone(),
-            action,
-        })
-        .await??;
+    let cancel = CancelRuns {
+        run_ids: run_ids.clone(),
+        action,
+    };
+    let cancelled = state.tell(thread_id, cancel).await?;
     if cancelled > 0 {
         return Ok(cancelled);
     }

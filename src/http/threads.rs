@@ -1,4 +1,4 @@
-//! Threads: create, get, patch, delete, search, count, copy; thread state (get, at a checkpoint,
+//! Threads: create, get, patch, delete, search, count, copy, prune; thread state (get, at a checkpoint,
 //! update) and history.
 
 use actix_web::web::{self, Bytes};
@@ -8,13 +8,13 @@ use serde_json::{json, Value};
 
 use super::extract::{self, json_body, CheckpointRef};
 use super::{paginated, AppState};
-use crate::actors::{DeleteThread, UpdateState};
+use crate::actors::{DeleteThread, ThreadError, UpdateState};
 use crate::domain::checkpoint::{empty_state, Checkpoint};
 use crate::domain::ids::{CheckpointId, ThreadId};
 use crate::domain::thread::{IfExists, Thread, ThreadStatus};
 use crate::domain::{strip_keys, JsonMap, RESERVED_METADATA_KEYS};
 use crate::error::ApiError;
-use crate::storage::{HistoryQuery, ThreadFilter};
+use crate::storage::{HistoryQuery, PruneAction, StorageError, ThreadFilter};
 
 const THREAD_FIELDS: [&str; 10] = [
     "thread_id",
@@ -110,8 +110,74 @@ pub async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    state.thread(thread_id).await?.send(DeleteThread).await??;
+    state.tell(thread_id, DeleteThread).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Most thread ids one `POST /threads/prune` takes.
+const MAX_PRUNE_IDS: usize = 1000;
+
+/// `strategy` of `POST /threads/prune`.
+#[derive(Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "snake_case")]
+enum PruneStrategy {
+    /// Delete the threads (their runs stopped first).
+    #[default]
+    Delete,
+    /// Keep only each thread's newest checkpoint; threads with runs in flight are skipped.
+    KeepLatest,
+}
+
+#[derive(Deserialize)]
+struct ThreadPrune {
+    thread_ids: Vec<String>,
+    #[serde(default)]
+    strategy: PruneStrategy,
+}
+
+/// `POST /threads/prune`: deletes the threads, or keeps only their newest checkpoint. Replies
+/// `{"pruned_count": n}`; unknown ids (and, for `keep_latest`, threads with runs in flight) are
+/// skipped and not counted. Not atomic across threads: on a failure, those done stay done.
+pub async fn prune(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let request: ThreadPrune = json_body(&body)?;
+    if request.thread_ids.len() > MAX_PRUNE_IDS {
+        return Err(ApiError::Validation(format!(
+            "Invalid request body: field `thread_ids`: at most {MAX_PRUNE_IDS} ids, got {}",
+            request.thread_ids.len()
+        )));
+    }
+    let mut thread_ids = Vec::with_capacity(request.thread_ids.len());
+    let mut seen = std::collections::HashSet::new();
+    for (index, text) in request.thread_ids.iter().enumerate() {
+        let thread_id = extract::thread_id(text).map_err(|error| {
+            ApiError::Validation(format!(
+                "Invalid request body: field `thread_ids[{index}]`: {error}"
+            ))
+        })?;
+        // A repeated id is pruned, and counted, once.
+        if seen.insert(thread_id) {
+            thread_ids.push(thread_id);
+        }
+    }
+    let pruned_count = match request.strategy {
+        PruneStrategy::Delete => {
+            let mut deleted = 0u64;
+            for thread_id in thread_ids {
+                match state.thread(thread_id).await?.send(DeleteThread).await? {
+                    Ok(()) => deleted += 1,
+                    Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            deleted
+        }
+        PruneStrategy::KeepLatest => state
+            .db
+            .prune_threads(thread_ids, PruneAction::KeepLatest(1))
+            .await?
+            .threads(),
+    };
+    Ok(HttpResponse::Ok().json(json!({ "pruned_count": pruned_count })))
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -329,7 +395,7 @@ pub async fn update_state(
         as_node: request.as_node,
         checkpoint_id,
     };
-    let checkpoint = state.thread(thread_id).await?.send(update).await??;
+    let checkpoint = state.tell(thread_id, update).await?;
     let reference = checkpoint.reference();
     Ok(HttpResponse::Ok().json(json!({
         "checkpoint": reference,

@@ -70,23 +70,6 @@ pub fn insert(connection: &Connection, checkpoint: &Checkpoint) -> Result<(), St
     Ok(())
 }
 
-/// Inserts a run's checkpoint only while that run is `running`; returns false otherwise (the
-/// fence that keeps a stopped or rolled-back run from ever writing again).
-pub fn insert_fenced(
-    connection: &Connection,
-    checkpoint: &Checkpoint,
-) -> Result<bool, StorageError> {
-    let inserted = insert_with(
-        connection,
-        &format!(
-            "INSERT INTO checkpoints ({COLUMNS}) SELECT {INSERT_VALUES}
-             WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND status = 'running')"
-        ),
-        checkpoint,
-    )?;
-    Ok(inserted > 0)
-}
-
 /// The thread's latest checkpoint in the root namespace.
 pub fn head(
     connection: &Connection,

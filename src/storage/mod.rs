@@ -9,6 +9,7 @@ mod filter;
 pub mod migrate;
 mod open;
 mod reader;
+pub mod retention;
 pub mod runs;
 pub mod threads;
 mod writer;
@@ -29,6 +30,7 @@ use crate::domain::time::Timestamp;
 use crate::domain::{merge_into, JsonMap};
 pub use checkpoints::HistoryQuery;
 pub use reader::DbReader;
+pub use retention::{PruneAction, PruneCounts};
 pub use threads::{ErrorChange, ThreadFilter};
 pub use writer::DbWriter;
 
@@ -46,10 +48,19 @@ pub enum StorageError {
     Fenced,
     #[error("sqlite error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("the database has schema version {found}, newer than this binary supports ({supported}); use a newer spindle")]
+    #[error(
+        "the database has schema version {found} but this binary supports versions up to \
+         {supported}: it was written by a newer version of Spindle; run that version (or newer), \
+         or point database.path at another file"
+    )]
     SchemaTooNew { found: i64, supported: i64 },
-    #[error("the write transaction failed to commit: {0}")]
-    CommitFailed(String),
+    /// The job's work succeeded or never ran, but its transaction did not commit.
+    #[error("the write transaction failed to commit: {message}")]
+    CommitFailed {
+        message: String,
+        /// Set when the cause may pass (the transaction failed for a lock or a full disk).
+        unavailable: Option<Unavailable>,
+    },
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("the database readers have stopped")]
@@ -76,15 +87,48 @@ impl StorageError {
     /// True when the database is temporarily unable to write (locked by another process, disk
     /// full): the request may succeed later (503).
     pub fn is_unavailable(&self) -> bool {
+        self.unavailable().is_some()
+    }
+
+    /// Why the database cannot take this write now, if the cause may pass.
+    pub fn unavailable(&self) -> Option<Unavailable> {
         match self {
-            StorageError::Sqlite(error) => matches!(
-                error.sqlite_error_code(),
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull)
-            ),
-            StorageError::CommitFailed(message) => {
-                message.contains("locked") || message.contains("full") || message.contains("busy")
+            StorageError::Sqlite(error) => Unavailable::of(error),
+            StorageError::CommitFailed { unavailable, .. } => *unavailable,
+            _ => None,
+        }
+    }
+}
+
+/// Why a write failed for a reason that may pass: the request may be retried (503).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The disk, or the `database.max_size_mb` cap, is full (`SQLITE_FULL`).
+    Full,
+    /// Another connection or process holds the write lock past the busy timeout.
+    Locked,
+}
+
+impl Unavailable {
+    /// Classifies a SQLite error.
+    pub fn of(error: &rusqlite::Error) -> Option<Unavailable> {
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => Some(Unavailable::Full),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Some(Unavailable::Locked),
+            _ => None,
+        }
+    }
+
+    /// What a client is told.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Unavailable::Full => {
+                "the database is full (disk full or database.max_size_mb reached): \
+                 nothing was written; free space or raise the limit, then retry"
             }
-            _ => false,
+            Unavailable::Locked => {
+                "the database is locked by another process: nothing was written; retry later"
+            }
         }
     }
 }
@@ -133,9 +177,15 @@ pub struct Db {
 
 impl Db {
     /// Opens (creating if needed) and migrates the database, then starts the writer thread and
-    /// `readers` reader threads.
-    pub fn open(path: &Path, readers: usize, busy_timeout: Duration) -> Result<Db, StorageError> {
-        let mut connection = open::open_writer(path, busy_timeout)?;
+    /// `readers` reader threads. With `max_size_bytes`, a write that would grow the file past it
+    /// fails with `Unavailable::Full`, as on a full disk.
+    pub fn open(
+        path: &Path,
+        readers: usize,
+        busy_timeout: Duration,
+        max_size_bytes: Option<u64>,
+    ) -> Result<Db, StorageError> {
+        let mut connection = open::open_writer(path, busy_timeout, max_size_bytes)?;
         migrate::migrate(&mut connection)?;
         let writer = DbWriter::start(connection)?;
         let reader = DbReader::start(path, readers, busy_timeout)?;
@@ -230,6 +280,72 @@ impl Db {
         })
     }
 
+    // ----- retention -----
+
+    /// Deletes or prunes (`action`) every thread last updated before `cutoff` that has no run
+    /// pending or running. Idle threads are found on a reader, page by page; each page is one
+    /// write job of at most `retention::BATCH_THREADS` threads that checks every thread again, so
+    /// other writes get the writer between batches and a run inserted meanwhile is never raced.
+    pub async fn sweep(
+        &self,
+        cutoff: Timestamp,
+        action: PruneAction,
+    ) -> Result<PruneCounts, StorageError> {
+        let mut totals = PruneCounts::default();
+        let mut after = None;
+        loop {
+            let page = self
+                .read(move |connection| {
+                    retention::idle_threads(
+                        connection,
+                        cutoff,
+                        after,
+                        action,
+                        retention::BATCH_THREADS,
+                    )
+                })
+                .await?;
+            let Some(&last) = page.last() else {
+                return Ok(totals);
+            };
+            let full = page.len() == retention::BATCH_THREADS;
+            let thread_ids: Vec<ThreadId> =
+                page.into_iter().map(|(_, thread_id)| thread_id).collect();
+            let counts = self
+                .write(move |connection| {
+                    retention::prune(connection, &thread_ids, action, Some(cutoff))
+                })
+                .await?;
+            totals.add(counts);
+            if !full {
+                return Ok(totals);
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Deletes or prunes (`action`) each of these threads that exists and has no run pending or
+    /// running; the others are skipped and not counted. `POST /threads/prune` uses it for
+    /// `keep_latest` (its `delete` goes through each thread's actor instead, to stop runs first).
+    pub async fn prune_threads(
+        &self,
+        thread_ids: Vec<ThreadId>,
+        action: PruneAction,
+    ) -> Result<PruneCounts, StorageError> {
+        let batches: Vec<_> = thread_ids
+            .chunks(retention::BATCH_THREADS)
+            .map(|batch| {
+                let batch = batch.to_vec();
+                self.write(move |connection| retention::prune(connection, &batch, action, None))
+            })
+            .collect();
+        let mut totals = PruneCounts::default();
+        for batch in batches {
+            totals.add(batch.await?);
+        }
+        Ok(totals)
+    }
+
     // ----- run life cycle (called by the thread actor, which serialises them per thread) -----
 
     /// Inserts a run as `pending` (the thread becomes `busy`), first stopping the in-flight runs
@@ -286,36 +402,43 @@ impl Db {
         })
     }
 
-    /// Marks a pending run `running` and writes the checkpoints of its start (input applied)
-    /// in the same transaction. `Fenced` if the run is no longer pending.
+    /// Starts an attempt of a run and writes the checkpoints of its start (input applied) in
+    /// the same transaction: a pending run becomes `running`; with `recovered`, a run left
+    /// `running` by a crash continues. Returns the attempt's number, which fences the attempt's
+    /// writes. `Fenced` if the run is no longer pending (or running, when `recovered`).
     pub fn start_run(
         &self,
         run_id: RunId,
         start: Vec<Checkpoint>,
-    ) -> impl Future<Output = Result<(), StorageError>> {
+        recovered: bool,
+    ) -> impl Future<Output = Result<u32, StorageError>> {
         self.write(move |connection| {
-            if !runs::start(connection, run_id)? {
-                return Err(StorageError::Fenced);
-            }
+            let attempt = if recovered {
+                runs::resume(connection, run_id)?
+            } else {
+                runs::start(connection, run_id)?
+            };
+            let attempt = attempt.ok_or(StorageError::Fenced)?;
             for checkpoint in &start {
                 checkpoints::insert(connection, checkpoint)?;
             }
-            Ok(())
+            Ok(attempt)
         })
     }
 
-    /// Writes a checkpoint of a running run. `Fenced` if the run is no longer running: a stopped
-    /// or rolled-back run can never write again.
+    /// Writes a checkpoint of a run's attempt. `Fenced` if the run is no longer running in that
+    /// attempt: a stopped, rolled-back or resumed-since attempt can never write again.
     pub fn save_checkpoint(
         &self,
         checkpoint: Checkpoint,
+        attempt: u32,
     ) -> impl Future<Output = Result<(), StorageError>> {
         self.write(move |connection| {
-            if checkpoints::insert_fenced(connection, &checkpoint)? {
-                Ok(())
-            } else {
-                Err(StorageError::Fenced)
+            let run_id = checkpoint.run_id.ok_or(StorageError::Fenced)?;
+            if !runs::holds(connection, run_id, attempt)? {
+                return Err(StorageError::Fenced);
             }
+            checkpoints::insert(connection, &checkpoint)
         })
     }
 
@@ -669,12 +792,41 @@ impl Db {
         })
     }
 
-    /// The thread's pending and running runs, in start order.
+    /// The thread's pending and running runs in start order, each with its attempts so far.
     pub fn in_flight_runs(
         &self,
         thread_id: ThreadId,
-    ) -> impl Future<Output = Result<Vec<Run>, StorageError>> {
+    ) -> impl Future<Output = Result<Vec<(Run, u32)>, StorageError>> {
         self.read(move |connection| runs::in_flight(connection, thread_id))
+    }
+
+    /// A run stopped by a graceful shutdown stays `running` (to resume at the next start) and
+    /// gets its attempt back.
+    pub fn release_run(&self, run_id: RunId) -> impl Future<Output = Result<(), StorageError>> {
+        self.write(move |connection| {
+            runs::release(connection, run_id)?;
+            Ok(())
+        })
+    }
+
+    /// Threads marked `busy` with no run in flight (none should exist: every write settles its
+    /// thread) are settled, so none stays busy with nothing to do. Returns how many.
+    pub fn settle_stranded_threads(&self) -> impl Future<Output = Result<usize, StorageError>> {
+        self.write(|connection| {
+            let stranded: Vec<ThreadId> = connection
+                .prepare(
+                    "SELECT thread_id FROM threads WHERE status = 'busy' AND NOT EXISTS
+                     (SELECT 1 FROM runs WHERE runs.thread_id = threads.thread_id
+                      AND runs.status IN ('pending', 'running'))",
+                )?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let now = Timestamp::now();
+            for thread_id in &stranded {
+                threads::settle(connection, *thread_id, false, ErrorChange::Keep, now)?;
+            }
+            Ok(stranded.len())
+        })
     }
 
     /// Threads that have pending or running runs.
@@ -821,7 +973,13 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, Db) {
         let directory = tempfile::tempdir().unwrap();
-        let db = Db::open(&directory.path().join("test.db"), 2, Duration::from_secs(5)).unwrap();
+        let db = Db::open(
+            &directory.path().join("test.db"),
+            2,
+            Duration::from_secs(5),
+            None,
+        )
+        .unwrap();
         (directory, db)
     }
 
@@ -897,6 +1055,7 @@ mod tests {
         db.start_run(
             first.run_id,
             vec![checkpoint(thread.thread_id, first.run_id, -1)],
+            false,
         )
         .await
         .unwrap();
@@ -906,7 +1065,7 @@ mod tests {
     #[tokio::test]
     async fn rollback_deletes_the_run_and_its_checkpoints_and_fences_its_writes() {
         let (_directory, db, thread, first) = one_started_run().await;
-        db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0))
+        db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0), 1)
             .await
             .unwrap();
         assert_eq!(checkpoints_of(&db, first.run_id).await, 2);
@@ -925,7 +1084,7 @@ mod tests {
             Err(StorageError::NotFound(_))
         ));
         let late_write = db
-            .save_checkpoint(checkpoint(thread.thread_id, first.run_id, 1))
+            .save_checkpoint(checkpoint(thread.thread_id, first.run_id, 1), 1)
             .await;
         assert!(
             matches!(late_write, Err(StorageError::Fenced)),
@@ -952,7 +1111,7 @@ mod tests {
         assert_eq!(stored.status, RunStatus::Interrupted);
         assert_eq!(checkpoints_of(&db, first.run_id).await, 1);
         assert!(matches!(
-            db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0))
+            db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0), 1)
                 .await,
             Err(StorageError::Fenced)
         ));

@@ -101,14 +101,19 @@ pub fn list(
     Ok(runs)
 }
 
-/// The thread's pending and running runs, in start order.
-pub fn in_flight(connection: &Connection, thread_id: ThreadId) -> Result<Vec<Run>, StorageError> {
+/// The thread's pending and running runs in start order, each with how many times it was
+/// started.
+pub fn in_flight(
+    connection: &Connection,
+    thread_id: ThreadId,
+) -> Result<Vec<(Run, u32)>, StorageError> {
     let mut statement = connection.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM runs WHERE thread_id = ? AND status IN ('pending', 'running')
+        "SELECT {COLUMNS}, attempts FROM runs
+         WHERE thread_id = ? AND status IN ('pending', 'running')
          ORDER BY created_at, run_id"
     ))?;
     let runs = statement
-        .query_map([thread_id], map_row)?
+        .query_map([thread_id], |row| Ok((map_row(row)?, row.get("attempts")?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(runs)
 }
@@ -174,12 +179,47 @@ pub fn transition(
     Ok(changed > 0)
 }
 
-/// Marks the pending run `running`; false if it is no longer pending.
-pub fn start(connection: &Connection, run_id: RunId) -> Result<bool, StorageError> {
+/// Marks the pending run `running` and counts the attempt; returns the attempt's number, or
+/// `None` if the run is no longer pending.
+pub fn start(connection: &Connection, run_id: RunId) -> Result<Option<u32>, StorageError> {
     // `updated_at` is not bumped by pending → running, as on the official server.
+    Ok(connection
+        .prepare_cached(
+            "UPDATE runs SET status = 'running', attempts = attempts + 1
+             WHERE run_id = ? AND status = 'pending' RETURNING attempts",
+        )?
+        .query_row([run_id], |row| row.get(0))
+        .optional()?)
+}
+
+/// Counts another attempt of a run left `running` by a crash; returns the attempt's number, or
+/// `None` if the run is no longer running. Writes of earlier attempts are fenced from then on.
+pub fn resume(connection: &Connection, run_id: RunId) -> Result<Option<u32>, StorageError> {
+    Ok(connection
+        .prepare_cached(
+            "UPDATE runs SET attempts = attempts + 1 WHERE run_id = ? AND status = 'running'
+             RETURNING attempts",
+        )?
+        .query_row([run_id], |row| row.get(0))
+        .optional()?)
+}
+
+/// The fence of a run's writes: true while the run is `running` in this attempt. A stopped,
+/// rolled-back or since resumed attempt can never write again.
+pub fn holds(connection: &Connection, run_id: RunId, attempt: u32) -> Result<bool, StorageError> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT 1 FROM runs WHERE run_id = ? AND status = 'running' AND attempts = ?",
+        )?
+        .exists(rusqlite::params![run_id, attempt])?)
+}
+
+/// Gives back the attempt of a run stopped by a graceful shutdown (it did not fail: it resumes
+/// at the next start without counting against `max_attempts`).
+pub fn release(connection: &Connection, run_id: RunId) -> Result<bool, StorageError> {
     let changed = connection
         .prepare_cached(
-            "UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'pending'",
+            "UPDATE runs SET attempts = max(attempts - 1, 0) WHERE run_id = ? AND status = 'running'",
         )?
         .execute([run_id])?;
     Ok(changed > 0)

@@ -11,17 +11,20 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::StorageError;
+use super::{StorageError, Unavailable};
 
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 256;
 
 type Reply = Box<dyn FnOnce(Option<&StorageError>) + Send>;
 
+/// How a job's work went: `Err` carries why it failed when the cause may pass.
+type Outcome = Result<(), Option<Unavailable>>;
+
 trait WriteJob: Send {
-    /// Runs the job's SQL; returns whether it succeeded and how to deliver its reply once the
-    /// transaction's fate (`Some(error)` if COMMIT failed) is known.
-    fn run(self: Box<Self>, connection: &Connection) -> (bool, Reply);
+    /// Runs the job's SQL; returns how it went and how to deliver its reply once the
+    /// transaction's fate (`Some(error)` if it did not commit) is known.
+    fn run(self: Box<Self>, connection: &Connection) -> (Outcome, Reply);
 
     /// Replies with `error` without running the job.
     fn fail(self: Box<Self>, error: &StorageError);
@@ -37,25 +40,35 @@ where
     F: FnOnce(&Connection) -> Result<R, StorageError> + Send,
     R: Send + 'static,
 {
-    fn run(self: Box<Self>, connection: &Connection) -> (bool, Reply) {
+    fn run(self: Box<Self>, connection: &Connection) -> (Outcome, Reply) {
         let Job { work, reply } = *self;
         let result = work(connection);
-        let succeeded = result.is_ok();
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.unavailable()),
+        };
         let deliver: Reply = Box::new(move |commit_error| {
             let outcome = match commit_error {
                 None => result,
-                Some(error) => Err(StorageError::CommitFailed(error.to_string())),
+                Some(error) => Err(not_committed(error)),
             };
             // The caller may have gone away (for example a cancelled request); nothing to do.
             let _ = reply.send(outcome);
         });
-        (succeeded, deliver)
+        (outcome, deliver)
     }
 
     fn fail(self: Box<Self>, error: &StorageError) {
-        let _ = self
-            .reply
-            .send(Err(StorageError::CommitFailed(error.to_string())));
+        let _ = self.reply.send(Err(not_committed(error)));
+    }
+}
+
+/// The error a job gets when its transaction did not commit because of `error`; it keeps
+/// whether the cause may pass, so the client gets a 503 rather than a 500.
+fn not_committed(error: &StorageError) -> StorageError {
+    StorageError::CommitFailed {
+        message: error.to_string(),
+        unavailable: error.unavailable(),
     }
 }
 
@@ -98,27 +111,37 @@ impl DbWriter {
 
 fn write_loop(connection: Connection, receiver: Receiver<Box<dyn WriteJob>>) {
     log::debug!("db writer started");
-    while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
+    let mut leftover: Vec<Box<dyn WriteJob>> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut leftover);
+        if batch.is_empty() {
+            match receiver.recv() {
+                Ok(first) => batch.push(first),
+                Err(_) => break,
+            }
+        }
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        run_batch(&connection, batch);
+        leftover = run_batch(&connection, batch);
     }
     log::debug!("db writer stopped");
 }
 
-fn run_batch(connection: &Connection, batch: Vec<Box<dyn WriteJob>>) {
+/// Runs a batch in one transaction. When SQLite aborts the transaction part-way, the jobs that
+/// ran fail (their writes are gone) and the jobs that had not run yet are returned, to run in
+/// the next transaction: one job's failure never fails a job that did not share its fate.
+fn run_batch(connection: &Connection, batch: Vec<Box<dyn WriteJob>>) -> Vec<Box<dyn WriteJob>> {
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         let error = StorageError::from(error);
-        log::error!("cannot begin a write transaction: {error:#}");
+        log_failure("cannot begin a write transaction", batch.len(), &error);
         for job in batch {
             job.fail(&error);
         }
-        return;
+        return Vec::new();
     }
     let mut replies = Vec::with_capacity(batch.len());
     let mut aborted: Option<StorageError> = None;
@@ -130,17 +153,18 @@ fn run_batch(connection: &Connection, batch: Vec<Box<dyn WriteJob>>) {
             aborted = Some(error);
             break;
         }
-        let (succeeded, reply) = job.run(connection);
+        let (outcome, reply) = job.run(connection);
         replies.push(reply);
         if connection.is_autocommit() {
             // SQLite rolled the whole transaction back on its own (disk full, I/O error): nothing
-            // of this batch was written, so no job of it may report success.
-            aborted = Some(StorageError::CommitFailed(
-                "the database rolled back the transaction (disk full or I/O error)".into(),
-            ));
+            // of this batch was written, so no job that ran in it may report success.
+            aborted = Some(StorageError::CommitFailed {
+                message: "the database rolled back the transaction (disk full or I/O error)".into(),
+                unavailable: outcome.err().flatten(),
+            });
             break;
         }
-        let close = if succeeded {
+        let close = if outcome.is_ok() {
             "RELEASE job"
         } else {
             "ROLLBACK TO job; RELEASE job"
@@ -158,16 +182,23 @@ fn run_batch(connection: &Connection, batch: Vec<Box<dyn WriteJob>>) {
             .map(StorageError::from),
     };
     if let Some(error) = &failure {
-        log::error!("write transaction failed jobs={}: {error:#}", replies.len());
+        log_failure("write transaction failed", replies.len(), error);
         if !connection.is_autocommit() {
             let _ = connection.execute_batch("ROLLBACK");
-        }
-        for job in jobs {
-            job.fail(error);
         }
     }
     for reply in replies {
         reply(failure.as_ref());
+    }
+    jobs.collect()
+}
+
+/// A full or locked database is an operating condition (the clients get 503), not a fault.
+fn log_failure(what: &str, jobs: usize, error: &StorageError) {
+    if error.is_unavailable() {
+        log::warn!("{what} jobs={jobs}: {error:#}");
+    } else {
+        log::error!("{what} jobs={jobs}: {error:#}");
     }
 }
 
@@ -233,7 +264,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn when_sqlite_aborts_the_transaction_no_job_of_the_batch_reports_success() {
+    async fn when_sqlite_aborts_the_transaction_the_jobs_that_ran_fail_and_the_rest_run_next() {
         let (_directory, writer, path) = writer();
         let (release, held) = hold(&writer);
         let before = writer.call(insert(1));
@@ -250,12 +281,46 @@ mod tests {
             "its write was rolled back with the transaction"
         );
         assert!(aborting.await.is_err());
-        assert!(after.await.is_err(), "it never ran");
-        assert_eq!(rows(&path), Vec::<i64>::new());
+        assert!(
+            after.await.is_ok(),
+            "it had not run: it runs in the next transaction"
+        );
+        assert_eq!(rows(&path), [2]);
         assert!(
             writer.call(insert(5)).await.is_ok(),
             "the writer keeps working"
         );
-        assert_eq!(rows(&path), [5]);
+        assert_eq!(rows(&path), [2, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_full_database_fails_the_job_that_needs_space_with_a_retryable_error() {
+        let (_directory, writer, path) = writer();
+        writer
+            .call(|connection: &Connection| {
+                connection
+                    .execute_batch("CREATE TABLE big (blob BLOB); PRAGMA max_page_count = 8;")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (release, held) = hold(&writer);
+        let small = writer.call(insert(1));
+        let too_big = writer.call(|connection: &Connection| {
+            connection.execute("INSERT INTO big (blob) VALUES (zeroblob(1000000))", [])?;
+            Ok(())
+        });
+        let next = writer.call(insert(2));
+        release.send(()).unwrap();
+        held.await.unwrap();
+        let refused = too_big.await.unwrap_err();
+        assert_eq!(
+            refused.unavailable(),
+            Some(Unavailable::Full),
+            "{refused:?}"
+        );
+        assert!(small.await.is_ok());
+        assert!(next.await.is_ok());
+        assert_eq!(rows(&path), [1, 2]);
     }
 }

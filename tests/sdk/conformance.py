@@ -166,6 +166,20 @@ async def check_threads(client):
     await expect_status(client.threads.get(tid), 404)
 
 
+async def check_prune(client):
+    tid = (await client.threads.create())["thread_id"]
+    await client.runs.wait(tid, "echo", input=ask("one"))
+    await client.runs.wait(tid, "echo", input=ask("two"))
+    state = await client.threads.get_state(tid)
+    kept = await client.threads.prune([tid], strategy="keep_latest")
+    assert kept == {"pruned_count": 1}, kept
+    assert await client.threads.get_state(tid) == state
+    assert len(await client.threads.get_history(tid, limit=100)) == 1
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert await client.threads.prune([tid, missing]) == {"pruned_count": 1}
+    await expect_status(client.threads.get(tid), 404)
+
+
 async def check_assistants(client):
     agent = await client.assistants.get("fe096781-5601-53d2-b2f6-0d3403f7e9ca")
     assert agent["graph_id"] == "agent"
@@ -284,7 +298,7 @@ async def check_fork(client):
 async def main():
     client = get_client(url=URL)
     for check in [check_reject, check_enqueue, check_interrupt, check_rollback, check_rollback_on_many_threads,
-                  check_wait_cancel_delete, check_state_and_history, check_breakpoint, check_threads,
+                  check_wait_cancel_delete, check_state_and_history, check_breakpoint, check_threads, check_prune,
                   check_assistants, check_stream, check_join_stream_resume, check_stateless,
                   check_dynamic_interrupt, check_fork]:
         await check(client)

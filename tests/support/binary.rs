@@ -4,14 +4,18 @@
 //! user.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+/// The database file's name inside the server's temporary directory.
+const DATABASE_FILE: &str = "spindle.db";
 
 /// A running server.
 pub struct Server {
     child: Child,
     pub url: String,
-    _directory: tempfile::TempDir,
+    /// Holds the database; removed when the server is dropped.
+    directory: tempfile::TempDir,
 }
 
 impl Server {
@@ -31,13 +35,26 @@ impl Server {
         rust_log: &str,
         on_log_line: impl Fn(&str) + Send + 'static,
     ) -> Server {
+        Self::start_with_env(config, rust_log, &[], on_log_line)
+    }
+
+    /// `start_with_config` with extra environment variables for the server (settings overrides
+    /// such as `SPINDLE_RUNTIME__ACTOR_IDLE_SECONDS`, or allocator tuning).
+    #[allow(dead_code)] // Not every user needs it.
+    pub fn start_with_env(
+        config: &Path,
+        rust_log: &str,
+        environment: &[(String, String)],
+        on_log_line: impl Fn(&str) + Send + 'static,
+    ) -> Server {
         let directory = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
             .args(["serve", "--port", "0", "--config"])
             .arg(config)
             .arg("--database")
-            .arg(directory.path().join("spindle.db"))
+            .arg(directory.path().join(DATABASE_FILE))
             .env("RUST_LOG", format!("{rust_log},spindle::startup=info"))
+            .envs(environment.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -62,8 +79,14 @@ impl Server {
         Server {
             child,
             url,
-            _directory: directory,
+            directory,
         }
+    }
+
+    /// The server's SQLite file (its `-wal` and `-shm` files sit next to it).
+    #[allow(dead_code)] // Not every user needs it.
+    pub fn database_path(&self) -> PathBuf {
+        self.directory.path().join(DATABASE_FILE)
     }
 
     /// The server's process id.
