@@ -143,6 +143,8 @@ pub struct TestApp {
     pub gates: Gates,
     pub db: Db,
     pub database_path: PathBuf,
+    /// The thread registry, for fault injection and counting live thread actors.
+    pub registry: actix::Addr<spindle::actors::ThreadRegistry>,
     system: actix::System,
     _directory: tempfile::TempDir,
 }
@@ -232,13 +234,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
                 .send((
                     application.port(),
                     application.db(),
+                    application.registry(),
                     actix::System::current(),
                 ))
                 .unwrap();
             application.run_until_stopped().await.unwrap();
         });
     });
-    let (port, db, system) = tokio::task::spawn_blocking(move || {
+    let (port, db, registry, system) = tokio::task::spawn_blocking(move || {
         started
             .recv_timeout(DEADLINE)
             .expect("the server starts in time")
@@ -255,6 +258,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         gates,
         db,
         database_path,
+        registry,
         system,
         _directory: directory,
     }
