@@ -2,6 +2,7 @@
 
 mod assistants;
 mod double_texting;
+mod durability;
 mod examples;
 mod external;
 mod helpers;
