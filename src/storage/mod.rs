@@ -200,6 +200,16 @@ impl Db {
         self.writer.call(work)
     }
 
+    /// `write` for closing writes (a run's terminal status, deletions), which may grow the file
+    /// past `max_size_bytes` so that a full database can still end its runs and free space.
+    fn write_closing<F, R>(&self, work: F) -> impl Future<Output = Result<R, StorageError>>
+    where
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.writer.call_uncapped(work)
+    }
+
     fn read<F, R>(&self, work: F) -> impl Future<Output = Result<R, StorageError>>
     where
         F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
@@ -271,7 +281,7 @@ impl Db {
         &self,
         thread_id: ThreadId,
     ) -> impl Future<Output = Result<(), StorageError>> {
-        self.write(move |connection| {
+        self.write_closing(move |connection| {
             if threads::delete(connection, thread_id)? {
                 Ok(())
             } else {
@@ -448,7 +458,7 @@ impl Db {
         &self,
         finish: FinishRun,
     ) -> impl Future<Output = Result<ThreadStatus, StorageError>> {
-        self.write(move |connection| {
+        self.write_closing(move |connection| {
             let now = Timestamp::now();
             let from = [RunStatus::Running, RunStatus::Pending];
             if !runs::transition(
@@ -483,7 +493,7 @@ impl Db {
         thread_id: ThreadId,
         in_flight: bool,
     ) -> impl Future<Output = Result<ThreadStatus, StorageError>> {
-        self.write(move |connection| {
+        self.write_closing(move |connection| {
             threads::settle(
                 connection,
                 thread_id,
@@ -520,7 +530,7 @@ impl Db {
         run_ids: Vec<RunId>,
         in_flight_after: bool,
     ) -> impl Future<Output = Result<usize, StorageError>> {
-        self.write(move |connection| {
+        self.write_closing(move |connection| {
             let now = Timestamp::now();
             let stopped = stop_in_flight(connection, thread_id, action, &run_ids, now)?;
             if stopped > 0 {
@@ -543,7 +553,7 @@ impl Db {
         run_id: RunId,
         in_flight_after: bool,
     ) -> impl Future<Output = Result<(), StorageError>> {
-        self.write(move |connection| {
+        self.write_closing(move |connection| {
             if !runs::delete(connection, thread_id, run_id, false)? {
                 return Err(StorageError::NotFound(format!("Run {run_id} not found")));
             }
@@ -1060,6 +1070,27 @@ mod tests {
         .await
         .unwrap();
         (directory, db, thread, first)
+    }
+
+    #[tokio::test]
+    async fn a_resumed_attempt_fences_the_writes_of_the_one_before_and_a_release_gives_it_back() {
+        let (_directory, db, thread, first) = one_started_run().await;
+        let resumed = db.start_run(first.run_id, vec![], true).await.unwrap();
+        assert_eq!(resumed, 2);
+        let stale = db
+            .save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0), 1)
+            .await;
+        assert!(matches!(stale, Err(StorageError::Fenced)), "{stale:?}");
+        db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0), 2)
+            .await
+            .unwrap();
+        db.release_run(first.run_id).await.unwrap();
+        // A pending run cannot be resumed, a running one cannot be started again.
+        assert!(matches!(
+            db.start_run(first.run_id, vec![], false).await,
+            Err(StorageError::Fenced)
+        ));
+        assert_eq!(db.start_run(first.run_id, vec![], true).await.unwrap(), 2);
     }
 
     #[tokio::test]
