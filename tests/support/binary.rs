@@ -1,11 +1,14 @@
 //! The real `spindle` binary, for the SDK tests and the benchmarks: started on port 0 with the
 //! default config (or another settings file) and a fresh database in a temporary directory; its
-//! address is read from the start-up log line; killed on drop. Included with `#[path]` by each
-//! user.
+//! address is read from the start-up log line; killed on drop. It can be crashed (SIGKILL) and
+//! restarted on the same database. Included with `#[path]` by each user.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 /// The database file's name inside the server's temporary directory.
 const DATABASE_FILE: &str = "spindle.db";
@@ -16,11 +19,15 @@ pub struct Server {
     pub url: String,
     /// Holds the database; removed when the server is dropped.
     directory: tempfile::TempDir,
+    /// What the process was started with, so `restart` starts it the same way.
+    config: PathBuf,
+    rust_log: String,
 }
 
 impl Server {
     /// Starts the binary with `RUST_LOG=<rust_log>,spindle::startup=info` (the listen line must
     /// get through); every later log line goes to `on_log_line`.
+    #[allow(dead_code)] // Not every user needs it.
     pub fn start(rust_log: &str, on_log_line: impl Fn(&str) + Send + 'static) -> Server {
         Self::start_with_config(
             Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/spindle.toml")),
@@ -30,6 +37,7 @@ impl Server {
     }
 
     /// `start` with another settings file (its graph files are relative to its directory).
+    #[allow(dead_code)] // Not every user needs it.
     pub fn start_with_config(
         config: &Path,
         rust_log: &str,
@@ -48,39 +56,74 @@ impl Server {
         on_log_line: impl Fn(&str) + Send + 'static,
     ) -> Server {
         let directory = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-            .args(["serve", "--port", "0", "--config"])
-            .arg(config)
-            .arg("--database")
-            .arg(directory.path().join(DATABASE_FILE))
-            .env("RUST_LOG", format!("{rust_log},spindle::startup=info"))
-            .envs(environment.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the spindle binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server logs its address before exiting")
-                .unwrap();
-            if let Some((_, address)) = line.split_once("listening address=") {
-                break address.trim().to_owned();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                on_log_line(&line);
-            }
-        });
+        let (child, url) = spawn(
+            config,
+            rust_log,
+            &directory.path().join(DATABASE_FILE),
+            environment,
+            on_log_line,
+        );
         Server {
             child,
             url,
             directory,
+            config: config.to_owned(),
+            rust_log: rust_log.to_owned(),
         }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would (no shutdown code runs), and waits until
+    /// it has exited; the database stays. Does nothing to a server that has already exited.
+    #[allow(dead_code)] // Not every user needs it.
+    pub fn crash(&mut self) {
+        if self.child.try_wait().unwrap().is_none() {
+            let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+            kill(pid, Signal::SIGKILL).unwrap();
+        }
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the server to exit (a graceful shutdown); returns how it
+    /// exited.
+    #[allow(dead_code)] // Not every user needs it.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap()
+    }
+
+    /// Sends SIGTERM without waiting; `wait` collects the exit.
+    #[allow(dead_code)] // Not every user needs it.
+    pub fn signal_terminate(&self) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+    }
+
+    /// Waits for the server to exit; returns how it exited.
+    #[allow(dead_code)] // Not every user needs it.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// Crashes the server if it still runs, then starts it again with the same config and log
+    /// level on the same database, with `environment` instead of the earlier extra variables
+    /// and log lines going to `on_log_line`. It listens on a new port: `url` changes.
+    #[allow(dead_code)] // Not every user needs it.
+    pub fn restart(
+        &mut self,
+        environment: &[(String, String)],
+        on_log_line: impl Fn(&str) + Send + 'static,
+    ) {
+        self.crash();
+        let (child, url) = spawn(
+            &self.config,
+            &self.rust_log,
+            &self.database_path(),
+            environment,
+            on_log_line,
+        );
+        self.child = child;
+        self.url = url;
     }
 
     /// The server's SQLite file (its `-wal` and `-shm` files sit next to it).
@@ -101,4 +144,43 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts the binary on `database` and returns it with its URL, read from the start-up log.
+fn spawn(
+    config: &Path,
+    rust_log: &str,
+    database: &Path,
+    environment: &[(String, String)],
+    on_log_line: impl Fn(&str) + Send + 'static,
+) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(config)
+        .arg("--database")
+        .arg(database)
+        .env("RUST_LOG", format!("{rust_log},spindle::startup=info"))
+        .envs(environment.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the spindle binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server logs its address before exiting")
+            .unwrap();
+        if let Some((_, address)) = line.split_once("listening address=") {
+            break address.trim().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            on_log_line(&line);
+        }
+    });
+    (child, url)
 }
