@@ -23,7 +23,10 @@ struct Client {
 impl Client {
     fn new(server: &Server) -> Client {
         Client {
-            http: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(DEADLINE)
+                .build()
+                .unwrap(),
             url: server.url.clone(),
         }
     }
@@ -41,7 +44,11 @@ impl Client {
             .headers()
             .get("retry-after")
             .map(|value| value.to_str().unwrap().to_owned());
-        (status, response.json().await.unwrap_or(Value::Null), retry_after)
+        (
+            status,
+            response.json().await.unwrap_or(Value::Null),
+            retry_after,
+        )
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -162,7 +169,10 @@ fn sigterm_drains_runs_refuses_new_ones_exits_zero_and_the_next_start_resumes_th
             let reply = client.run(&other, "too late?", 0.0).await;
             if reply.0 == 503 {
                 assert!(
-                    reply.1["detail"].as_str().unwrap().contains("shutting down"),
+                    reply.1["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("shutting down"),
                     "{}",
                     reply.1
                 );
@@ -214,7 +224,11 @@ fn sigterm_drains_runs_refuses_new_ones_exits_zero_and_the_next_start_resumes_th
             .filter(|(kind, _)| kind == "human")
             .map(|(_, text)| text.as_str())
             .collect();
-        assert_eq!(humans, ["finish me", "outlast the grace"], "{conversation:?}");
+        assert_eq!(
+            humans,
+            ["finish me", "outlast the grace"],
+            "{conversation:?}"
+        );
         let answers = conversation.iter().filter(|(kind, _)| kind == "ai").count();
         assert_eq!(answers, 2, "{conversation:?}");
         let state = client.get(&format!("/threads/{thread}")).await;

@@ -62,8 +62,29 @@ mod tests {
         migrate(&mut connection).unwrap();
         connection.pragma_update(None, "user_version", 99).unwrap();
         match migrate(&mut connection) {
-            Err(StorageError::SchemaTooNew { found: 99, .. }) => {}
+            Err(error @ StorageError::SchemaTooNew { found: 99, .. }) => {
+                let message = error.to_string();
+                assert!(message.contains("newer version of Spindle"), "{message}");
+            }
             other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_historical_schema_upgrades_to_the_latest() {
+        for applied in 1..MIGRATIONS.len() {
+            let mut connection = Connection::open_in_memory().unwrap();
+            for (_, sql) in &MIGRATIONS[..applied] {
+                connection.execute_batch(sql).unwrap();
+            }
+            connection
+                .pragma_update(None, "user_version", applied as i64)
+                .unwrap();
+            migrate(&mut connection).unwrap();
+            let version: i64 = connection
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64, "from version {applied}");
         }
     }
 }

@@ -114,8 +114,12 @@ async fn a_run_actor_that_dies_fails_its_run_and_the_thread_moves_on() {
     // The failed run's input stays, as with any failed run; it got no answer.
     assert_eq!(
         app.messages(&thread).await,
-        [("human", "first"), ("human", "second"), ("ai", "You said: second")]
-            .map(|(kind, text)| (kind.to_owned(), text.to_owned()))
+        [
+            ("human", "first"),
+            ("human", "second"),
+            ("ai", "You said: second")
+        ]
+        .map(|(kind, text)| (kind.to_owned(), text.to_owned()))
     );
     let joined = app.join(&thread, &first).await;
     assert_eq!(
@@ -221,7 +225,11 @@ async fn a_shutdown_refuses_new_runs_and_stops_the_running_one_to_resume_later()
         )
         .await;
     assert_eq!(refused.status, 503, "{:?}", refused.body);
-    assert!(refused.detail().contains("shutting down"), "{:?}", refused.body);
+    assert!(
+        refused.detail().contains("shutting down"),
+        "{:?}",
+        refused.body
+    );
     assert!(refused.headers.contains_key("retry-after"));
     // The stopped run stays running, with its attempt given back; the queued one stays pending.
     assert_eq!(app.run_status(&thread, &held).await, "running");
