@@ -483,14 +483,20 @@ pub fn begin(plan: &RunPlan, base: Option<&Checkpoint>, fork: bool) -> Result<Be
 /// superstep's nodes are in `interrupt_after` (`Err(finish)`).
 pub fn recover(plan: &RunPlan, head: &Checkpoint) -> Result<Begin, Finish> {
     let mut cursor = cursor_of(head);
-    let began_here = matches!(head.source, CheckpointSource::Fork | CheckpointSource::Input);
+    let began_here = matches!(
+        head.source,
+        CheckpointSource::Fork | CheckpointSource::Input
+    );
     if began_here {
         // A command's resume values had not been used yet: answer the same interrupts again.
-        if let Some(resume) = plan.command.as_ref().and_then(|command| command.resume.as_ref()) {
+        if let Some(resume) = plan
+            .command
+            .as_ref()
+            .and_then(|command| command.resume.as_ref())
+        {
             cursor.resume = resume_by_task(resume, &head.tasks).unwrap_or_default();
         }
-    } else if !cursor.next.is_empty() && RunPlan::breaks(&plan.interrupt_after, &head.updated_by)
-    {
+    } else if !cursor.next.is_empty() && RunPlan::breaks(&plan.interrupt_after, &head.updated_by) {
         return Err(Finish {
             values: cursor.values,
             next: cursor.next,
@@ -1024,6 +1030,53 @@ mod tests {
         );
         assert_eq!(sink.0[2].metadata["source"], "loop");
         assert_eq!(sink.0[2].metadata["run_id"], json!(plan.run_id));
+    }
+
+    #[tokio::test]
+    async fn a_recovered_run_continues_from_its_checkpoint_as_the_run_would_have() {
+        let mut plan = plan(AGENT, json!({"messages": "weather in sf"}));
+        let started = begin(&plan, None, false).unwrap();
+        let mut sink = Collect(vec![]);
+        execute(&plan, started.cursor, false, &mut sink)
+            .await
+            .unwrap();
+        // After the agent's first step (a tool call), `tools` is next.
+        let after_agent = sink.0[0].clone();
+        assert_eq!(after_agent.next, ["tools"]);
+        assert_eq!(after_agent.updated_by, ["agent"]);
+
+        // Recovered there, it runs the remaining steps only: tools, then the answer.
+        let recovered = recover(&plan, &after_agent).unwrap();
+        assert!(!recovered.resuming && recovered.checkpoints.is_empty());
+        let mut rest = Collect(vec![]);
+        let finish = execute(&plan, recovered.cursor, recovered.resuming, &mut rest)
+            .await
+            .unwrap();
+        assert_eq!(rest.0.len(), 2);
+        assert_eq!(finish.values["messages"].as_array().unwrap().len(), 4);
+
+        // A breakpoint before `tools` still stops it; one after `agent` ends it at once.
+        plan.interrupt_before = vec![Breakpoints::Nodes(vec!["tools".into()])];
+        let recovered = recover(&plan, &after_agent).unwrap();
+        let finish = execute(&plan, recovered.cursor, recovered.resuming, &mut rest)
+            .await
+            .unwrap();
+        assert_eq!(finish.next, ["tools"]);
+        plan.interrupt_before = vec![];
+        plan.interrupt_after = vec![Breakpoints::Nodes(vec!["agent".into()])];
+        let Err(finish) = recover(&plan, &after_agent) else {
+            panic!("a run that had reached interrupt_after must end there");
+        };
+        assert_eq!(finish.next, ["tools"]);
+
+        // From a checkpoint written when it began (a fork copy), breakpoints before its next
+        // nodes do not fire again, as they did not for the run.
+        let mut fork = after_agent.clone();
+        fork.source = CheckpointSource::Fork;
+        plan.interrupt_after = vec![];
+        plan.interrupt_before = vec![Breakpoints::Nodes(vec!["tools".into()])];
+        let recovered = recover(&plan, &fork).unwrap();
+        assert!(recovered.resuming);
     }
 
     #[tokio::test]
