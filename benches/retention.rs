@@ -138,7 +138,12 @@ fn main() {
                 }
             }));
         }
-        let client = reqwest::Client::new();
+        // A fresh connection per sample: a pooled one idle for the whole sample interval may be
+        // closed by the server's keep-alive timeout just as it is reused.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
         println!(
             "retention {}; {clients} clients, one new thread per run, {} B message",
             if retention {

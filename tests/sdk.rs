@@ -115,6 +115,7 @@ fn every_strategy_and_resource_works_through_the_python_sdk() {
         "check_state_and_history",
         "check_breakpoint",
         "check_threads",
+        "check_prune",
         "check_assistants",
         "check_stream",
         "check_join_stream_resume",

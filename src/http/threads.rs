@@ -163,7 +163,7 @@ pub async fn prune(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
         PruneStrategy::Delete => {
             let mut deleted = 0u64;
             for thread_id in thread_ids {
-                match state.thread(thread_id).await?.send(DeleteThread).await? {
+                match state.command(thread_id, DeleteThread).await?.0 {
                     Ok(()) => deleted += 1,
                     Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
                     Err(error) => return Err(error.into()),

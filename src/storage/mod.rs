@@ -296,6 +296,7 @@ impl Db {
     /// pending or running. Idle threads are found on a reader, page by page; each page is one
     /// write job of at most `retention::BATCH_THREADS` threads that checks every thread again, so
     /// other writes get the writer between batches and a run inserted meanwhile is never raced.
+    /// Batches are closing writes: they may pass `database.max_size_mb`, to free a full database.
     pub async fn sweep(
         &self,
         cutoff: Timestamp,
@@ -322,7 +323,7 @@ impl Db {
             let thread_ids: Vec<ThreadId> =
                 page.into_iter().map(|(_, thread_id)| thread_id).collect();
             let counts = self
-                .write(move |connection| {
+                .write_closing(move |connection| {
                     retention::prune(connection, &thread_ids, action, Some(cutoff))
                 })
                 .await?;
@@ -346,7 +347,9 @@ impl Db {
             .chunks(retention::BATCH_THREADS)
             .map(|batch| {
                 let batch = batch.to_vec();
-                self.write(move |connection| retention::prune(connection, &batch, action, None))
+                self.write_closing(move |connection| {
+                    retention::prune(connection, &batch, action, None)
+                })
             })
             .collect();
         let mut totals = PruneCounts::default();
