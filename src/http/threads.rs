@@ -38,7 +38,7 @@ struct ThreadCreate {
     thread_id: Option<String>,
     metadata: Option<JsonMap>,
     if_exists: Option<IfExists>,
-    #[allow(dead_code)] // Accepted for compatibility; thread TTLs come with retention (#5).
+    #[allow(dead_code)] // Accepted for compatibility; per-thread TTLs are not implemented (retention is server-wide).
     ttl: Option<Value>,
     supersteps: Option<Value>,
 }
@@ -77,7 +77,7 @@ pub async fn get(
 #[derive(Deserialize)]
 struct ThreadPatch {
     metadata: Option<JsonMap>,
-    #[allow(dead_code)] // Accepted for compatibility; thread TTLs come with retention (#5).
+    #[allow(dead_code)] // Accepted for compatibility; per-thread TTLs are not implemented (retention is server-wide).
     ttl: Option<Value>,
 }
 
