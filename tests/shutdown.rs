@@ -104,7 +104,7 @@ impl Client {
             .unwrap()
             .iter()
             .filter(|message| message["type"] == "human" || message["type"] == "ai")
-            .filter(|message| message["tool_calls"].as_array().is_none_or(Vec::is_empty))
+            .filter(|message| message["tool_calls"].as_array().map_or(true, Vec::is_empty))
             .map(|message| {
                 (
                     message["type"].as_str().unwrap().to_owned(),

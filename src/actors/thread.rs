@@ -21,12 +21,13 @@ use tokio::sync::oneshot;
 
 use super::run::{BeginRun, RunActor, RunLimits, StopRun};
 use super::thread_registry::{ForgetThread, Retire, ThreadRegistry};
-use crate::config::OnRestart;
 use super::{with_retries, RunOutcome, ThreadError};
+use crate::config::OnRestart;
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
 use crate::domain::multitask::{decide, CancelAction, Decision};
 use crate::domain::run::{IfNotExists, NewRun, Run, RunError, RunStatus};
+use crate::domain::time::Timestamp;
 use crate::domain::JsonMap;
 use crate::graph::{emit, executor, GraphRegistry};
 use crate::storage::{Db, FinishRun, InsertRun, StorageError};
@@ -212,6 +213,8 @@ pub struct ThreadActor {
     retired: bool,
     /// The idle check.
     idle_timer: Option<SpawnHandle>,
+    /// The creation time given to the last run submitted: the next one gets a later one.
+    last_stamp: Option<Timestamp>,
 }
 
 impl ThreadActor {
@@ -241,7 +244,20 @@ impl ThreadActor {
             touched: Instant::now(),
             retired: false,
             idle_timer: None,
+            last_stamp: None,
         }
+    }
+
+    /// The creation time of a run submitted now: later than any before it on this thread (so
+    /// runs queue in the order this actor received them), plus its `after_seconds`.
+    fn stamp(&mut self, new_run: &NewRun) -> Timestamp {
+        let mut now = Timestamp::now();
+        if let Some(last) = self.last_stamp.filter(|last| now <= *last) {
+            now = last.plus_seconds(0.000_001).unwrap_or(last);
+        }
+        self.last_stamp = Some(now);
+        now.plus_seconds(new_run.after_seconds)
+            .unwrap_or(new_run.created_at)
     }
 
     /// Notes a command; a retired actor refuses it (the sender asks the registry again, which
@@ -663,10 +679,11 @@ impl Handler<SubmitRun> for ThreadActor {
             return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
         }
         let SubmitRun {
-            new_run,
+            mut new_run,
             wait,
             subscribe,
         } = message;
+        new_run.created_at = self.stamp(&new_run);
         let in_flight = self.in_flight();
         let decision = decide(new_run.multitask_strategy, in_flight.len());
         log::debug!(
@@ -1053,7 +1070,10 @@ impl Handler<InjectFault> for ThreadActor {
     type Result = ();
 
     fn handle(&mut self, fault: InjectFault, ctx: &mut Context<Self>) {
-        log::warn!("fault injected thread_id={} fault={fault:?}", self.thread_id);
+        log::warn!(
+            "fault injected thread_id={} fault={fault:?}",
+            self.thread_id
+        );
         match fault {
             InjectFault::ThreadActorDies => ctx.stop(),
             InjectFault::RunActorDies => {

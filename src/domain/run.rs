@@ -220,7 +220,11 @@ pub struct NewRun {
     pub if_not_exists: IfNotExists,
     /// Metadata of the thread if `if_not_exists: create` creates it (the request's metadata).
     pub thread_metadata: JsonMap,
+    /// When the request was read, plus `after_seconds`; the thread actor stamps the run again
+    /// when it takes it, so a thread's runs are ordered as its actor received them.
     pub created_at: Timestamp,
+    /// `after_seconds`: the run starts no earlier than this long after it is created.
+    pub after_seconds: f64,
 }
 
 #[cfg(test)]

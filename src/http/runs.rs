@@ -301,6 +301,7 @@ fn build_run(
         },
         thread_metadata,
         created_at,
+        after_seconds,
     })
 }
 
