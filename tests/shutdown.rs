@@ -1,6 +1,6 @@
 //! Graceful shutdown of the real binary: on SIGTERM it refuses new runs with 503 and
 //! `Retry-After`, lets a running run finish within the grace period, stops a run that outlasts
-//! it (left `running`, its attempt given back) and exits with status 0; the next start resumes
+//! it (back to `pending`, its attempt given back) and exits with status 0; the next start resumes
 //! the stopped run and starts the runs left pending.
 
 #[path = "support/binary.rs"]
@@ -196,8 +196,8 @@ fn sigterm_drains_runs_refuses_new_ones_exits_zero_and_the_next_start_resumes_th
         .iter()
         .any(|line| line.contains("shutdown complete")));
 
-    // 2. A short grace period: the run outlasting it is stopped, stays `running` with its
-    // attempt given back, and resumes at the next start.
+    // 2. A short grace period: the run outlasting it is stopped, goes back to `pending` with its
+    // attempt given back, and continues from its checkpoint at the next start.
     server.restart(&overrides(0.2), log(&logs));
     let stopped = runtime.block_on(async {
         let client = Client::new(&server);
@@ -211,7 +211,7 @@ fn sigterm_drains_runs_refuses_new_ones_exits_zero_and_the_next_start_resumes_th
     server.signal_terminate();
     let exit = server.wait();
     assert!(exit.success(), "exit status {exit:?}");
-    assert_eq!(attempts(&server, &stopped), ("running".into(), 0));
+    assert_eq!(attempts(&server, &stopped), ("pending".into(), 0));
 
     server.restart(&[], log(&logs));
     runtime.block_on(async {

@@ -283,20 +283,27 @@ impl Handler<BeginRun> for RunActor {
             } else {
                 None
             };
-            if let Some(attempt) = recovered_attempt {
-                let head = db.head(thread_id).await.map_err(storage_failure)?;
-                if let Some(head) = head.filter(|head| head.run_id == Some(run_id)) {
-                    log::info!(
-                        "run resumed from its last checkpoint run_id={run_id} attempt={attempt} checkpoint_id={} next={}",
-                        head.checkpoint_id,
-                        head.next.join(",")
-                    );
-                    let start = executor::recover(&plan, &head);
-                    if let Ok(begin) = &start {
-                        plan.emitter.run_began(&[], &begin.cursor.values);
-                    }
-                    return Ok((plan, start, attempt));
+            let head = db.head(thread_id).await.map_err(storage_failure)?;
+            // The head is this run's own when it continues: after a crash, or when a shutdown
+            // stopped it and put it back to pending (its earlier attempt has stopped).
+            if let Some(own) = head.as_ref().filter(|head| head.run_id == Some(run_id)) {
+                let attempt = match recovered_attempt {
+                    Some(attempt) => attempt,
+                    None => db
+                        .start_run(run_id, vec![], false)
+                        .await
+                        .map_err(storage_failure)?,
+                };
+                log::info!(
+                    "run resumed from its last checkpoint run_id={run_id} attempt={attempt} checkpoint_id={} next={}",
+                    own.checkpoint_id,
+                    own.next.join(",")
+                );
+                let start = executor::recover(&plan, own);
+                if let Ok(begin) = &start {
+                    plan.emitter.run_began(&[], &begin.cursor.values);
                 }
+                return Ok((plan, start, attempt));
             }
             let base = match fork_from {
                 Some(checkpoint_id) => Some(
@@ -310,7 +317,7 @@ impl Handler<BeginRun> for RunActor {
                             )
                         })?,
                 ),
-                None => db.head(thread_id).await.map_err(storage_failure)?,
+                None => head,
             };
             let mut begin = executor::begin(&plan, base.as_ref(), fork_from.is_some())?;
             let start = std::mem::take(&mut begin.checkpoints);

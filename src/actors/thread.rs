@@ -82,6 +82,9 @@ pub struct SubscribeRun {
 pub struct CancelRuns {
     pub run_ids: Vec<RunId>,
     pub action: CancelAction,
+    /// Sent because a client went away (`on_disconnect: cancel`): ignored while the server
+    /// shuts down, since it is the server that cut the client off.
+    pub on_disconnect: bool,
 }
 
 /// Deletes a run of any status with its checkpoints, stopping it first if it is active.
@@ -276,6 +279,9 @@ impl ThreadActor {
         let idle = self.settings.idle;
         let check = ctx.run_later(idle / 2, move |actor, ctx| {
             actor.idle_timer = None;
+            if actor.retired {
+                return;
+            }
             let quiet = actor.active.is_none()
                 && actor.queue.is_empty()
                 && actor.waiters.is_empty()
@@ -519,8 +525,9 @@ impl ThreadActor {
                         actor.resolve(run_id, RunOutcome::Interrupted);
                     }
                     Err(error) => {
-                        // Storage still says the run is in flight: rebuild from it once it is back.
-                        actor.resolve(run_id, RunOutcome::Failed(RunError::new("StorageError", error.to_string())));
+                        // Storage still says the run is in flight: rebuild from it once it is
+                        // back. Its waiters and stream stay: the rebuilt actor resumes the run,
+                        // and its next attempt settles them.
                         actor.rebuild(&error, ctx);
                         return fut::ready(()).boxed_local();
                     }
@@ -547,8 +554,10 @@ impl ThreadActor {
         .map(move |result, actor: &mut Self, _| match result {
             Ok(()) => {
                 log::debug!("temporary thread deleted thread_id={}", actor.thread_id);
-                // Nobody else knows this thread: the registry forgets its actor, which stops
-                // once the last address to it is dropped.
+                // The registry forgets this actor, which stops once the last address to it is
+                // dropped. Retired first: a command that still reaches it is refused, and its
+                // sender asks the registry again, after it has forgotten this actor.
+                actor.retired = true;
                 actor.registry.do_send(ForgetThread {
                     thread_id: actor.thread_id,
                 });
@@ -650,6 +659,10 @@ impl Actor for ThreadActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            // Another actor owns the thread now.
+            return;
+        }
         log::debug!("thread actor started thread_id={}", self.thread_id);
         let recovery = self.recover();
         ctx.wait(recovery);
@@ -793,6 +806,9 @@ impl Handler<CancelRuns> for ThreadActor {
     fn handle(&mut self, message: CancelRuns, _: &mut Context<Self>) -> Self::Result {
         if let Err(retired) = self.touch() {
             return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        }
+        if message.on_disconnect && self.settings.draining.load(Ordering::SeqCst) {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(0))));
         }
         let in_flight = self.in_flight();
         let targets: Vec<RunId> = in_flight
@@ -1039,30 +1055,51 @@ impl Handler<Halt> for ThreadActor {
     type Result = AtomicResponse<Self, Option<RunId>>;
 
     fn handle(&mut self, _: Halt, _: &mut Context<Self>) -> Self::Result {
-        let Some(run_id) = self.active.as_ref().map(|active| active.run_id) else {
-            return AtomicResponse::new(Box::pin(fut::ready(None)));
+        // Runs a restart of this actor found running and that the drain kept from starting
+        // did not fail either: they go back to pending too.
+        let mut released: Vec<RunId> = self.recovered.drain().collect();
+        let Some(active) = self.active.as_ref() else {
+            return AtomicResponse::new(Box::pin(self.release(released).map(|_, _, _| None)));
         };
-        let db = self.db.clone();
-        let steps = self
-            .stop_active()
-            .then(move |(), _, _| {
-                wrap_future(async move { with_retries("release run", || db.release_run(run_id)).await })
-            })
-            .map(move |released, actor: &mut Self, _| {
-                match released {
-                    Ok(()) => log::info!(
-                        "run stopped by the shutdown; it resumes at the next start run_id={run_id} thread_id={}",
-                        actor.thread_id
-                    ),
-                    Err(error) => log::warn!("run stopped by the shutdown, attempt not given back run_id={run_id}: {error:#}"),
+        let (run_id, run_actor) = (active.run_id, active.run_actor.clone());
+        let steps =
+            wrap_future(run_actor.send(StopRun)).then(move |stopped, actor: &mut Self, _| {
+                // A closed mailbox means the run ended on its own just now: its `RunFinished` is
+                // in this actor's mailbox and records the end; it is not released.
+                let halted = stopped.is_ok();
+                if halted {
+                    actor.active = None;
+                    released.push(run_id);
                 }
-                // Its stream ends; clients waiting on it see it still running when they look.
-                actor.hub.finish(run_id);
-                actor.waiters.remove(&run_id);
-                actor.notify_drained();
-                Some(run_id)
+                actor
+                    .release(released)
+                    .map(move |_, _, _| halted.then_some(run_id))
             });
         AtomicResponse::new(Box::pin(steps))
+    }
+}
+
+impl ThreadActor {
+    /// Puts runs stopped by the shutdown back to pending, to continue at the next start. Their
+    /// waiters and streams are left as they are: the server closes those connections as it
+    /// stops, so no client mistakes a stopped run for a finished one.
+    fn release(&mut self, run_ids: Vec<RunId>) -> Step<()> {
+        let db = self.db.clone();
+        let thread_id = self.thread_id;
+        wrap_future(async move {
+            for run_id in run_ids {
+                match with_retries("release run", || db.release_run(run_id)).await {
+                    Ok(()) => log::info!(
+                        "run stopped by the shutdown; it continues at the next start run_id={run_id} thread_id={thread_id}"
+                    ),
+                    Err(error) => log::warn!(
+                        "run stopped by the shutdown, not put back to pending run_id={run_id}: {error:#}"
+                    ),
+                }
+            }
+        })
+        .map(|(), actor: &mut Self, _| actor.notify_drained())
+        .boxed_local()
     }
 }
 

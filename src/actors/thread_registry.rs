@@ -68,6 +68,9 @@ pub struct ShutdownReport {
     pub stopped: usize,
 }
 
+/// How long the halt at the end of a shutdown may take.
+const HALT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The registry of live thread actors.
 pub struct ThreadRegistry {
     db: Db,
@@ -172,15 +175,27 @@ impl Handler<Shutdown> for ThreadRegistry {
         );
         let deadline = Instant::now() + message.grace;
         async move {
-            let drains = join_all(actors.iter().map(|actor| actor.send(Drain))).await;
-            let quiet = join_all(drains.into_iter().flatten());
-            let within_grace = tokio::time::timeout_at(deadline.into(), quiet).await.is_ok();
+            let quiet = async {
+                let drains = join_all(actors.iter().map(|actor| actor.send(Drain))).await;
+                join_all(drains.into_iter().flatten()).await
+            };
+            let within_grace = tokio::time::timeout_at(deadline.into(), quiet)
+                .await
+                .is_ok();
             if !within_grace {
                 log::info!("shutdown: grace period over, stopping the runs still executing");
             }
-            // Always halt: a run that finished in time reports nothing to stop.
-            let halted = join_all(actors.iter().map(|actor| actor.send(Halt))).await;
-            let stopped = halted.into_iter().flatten().flatten().count();
+            // Always halt: a run that finished in time reports nothing to stop. An actor that
+            // does not answer in time (stuck retrying storage) is left to the process exit; its
+            // run resumes at the next start as after a crash.
+            let halts = join_all(actors.iter().map(|actor| actor.send(Halt)));
+            let stopped = match tokio::time::timeout(HALT_TIMEOUT, halts).await {
+                Ok(halted) => halted.into_iter().flatten().flatten().count(),
+                Err(_) => {
+                    log::warn!("shutdown: some thread actors did not stop their runs in time");
+                    0
+                }
+            };
             ShutdownReport { stopped }
         }
         .into_actor(self)

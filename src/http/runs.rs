@@ -757,6 +757,7 @@ async fn cancel_on_thread(
     let cancel = CancelRuns {
         run_ids: run_ids.clone(),
         action,
+        on_disconnect: false,
     };
     let cancelled = state.tell(thread_id, cancel).await?;
     if cancelled > 0 {

@@ -50,6 +50,7 @@ impl Drop for DisconnectGuard {
             thread.do_send(CancelRuns {
                 run_ids: vec![run_id],
                 action: CancelAction::Interrupt,
+                on_disconnect: true,
             });
         }
     }

@@ -813,10 +813,10 @@ impl Db {
         self.read(move |connection| runs::in_flight(connection, thread_id))
     }
 
-    /// A run stopped by a graceful shutdown stays `running` (to resume at the next start) and
-    /// gets its attempt back.
+    /// A run stopped by a graceful shutdown goes back to `pending` with its attempt given back:
+    /// it continues from its last checkpoint at the next start, first in its thread's queue.
     pub fn release_run(&self, run_id: RunId) -> impl Future<Output = Result<(), StorageError>> {
-        self.write(move |connection| {
+        self.write_closing(move |connection| {
             runs::release(connection, run_id)?;
             Ok(())
         })
@@ -825,7 +825,7 @@ impl Db {
     /// Threads marked `busy` with no run in flight (none should exist: every write settles its
     /// thread) are settled, so none stays busy with nothing to do. Returns how many.
     pub fn settle_stranded_threads(&self) -> impl Future<Output = Result<usize, StorageError>> {
-        self.write(|connection| {
+        self.write_closing(|connection| {
             let stranded: Vec<ThreadId> = connection
                 .prepare(
                     "SELECT thread_id FROM threads WHERE status = 'busy' AND NOT EXISTS

@@ -214,12 +214,14 @@ pub fn holds(connection: &Connection, run_id: RunId, attempt: u32) -> Result<boo
         .exists(rusqlite::params![run_id, attempt])?)
 }
 
-/// Gives back the attempt of a run stopped by a graceful shutdown (it did not fail: it resumes
-/// at the next start without counting against `max_attempts`).
+/// Puts a run stopped by a graceful shutdown back to `pending` and gives back its attempt (it
+/// did not fail: it continues from its checkpoint at the next start without counting against
+/// `max_attempts`, and `on_restart` does not apply to it).
 pub fn release(connection: &Connection, run_id: RunId) -> Result<bool, StorageError> {
     let changed = connection
         .prepare_cached(
-            "UPDATE runs SET attempts = max(attempts - 1, 0) WHERE run_id = ? AND status = 'running'",
+            "UPDATE runs SET status = 'pending', attempts = max(attempts - 1, 0)
+             WHERE run_id = ? AND status = 'running'",
         )?
         .execute([run_id])?;
     Ok(changed > 0)

@@ -231,8 +231,8 @@ async fn a_shutdown_refuses_new_runs_and_stops_the_running_one_to_resume_later()
         refused.body
     );
     assert!(refused.headers.contains_key("retry-after"));
-    // The stopped run stays running, with its attempt given back; the queued one stays pending.
-    assert_eq!(app.run_status(&thread, &held).await, "running");
+    // The stopped run is pending again, with its attempt given back; the queued one stays pending.
+    assert_eq!(app.run_status(&thread, &held).await, "pending");
     assert_eq!(attempts(&app, &held).await, 0);
     assert_eq!(app.run_status(&thread, &queued).await, "pending");
     assert_eq!(app.thread_status(&thread).await, "busy");
