@@ -12,10 +12,11 @@
 //!   background runs and join, streams and join-streams, stateless runs, double-texting with
 //!   rollback, interrupt and enqueue) from `--clients` clients (32), sampling every `--interval`
 //!   seconds (10); prints the samples and the RSS growth from the first sample after `--warmup`
-//!   seconds (60) to the last.
+//!   seconds (60) to the last. `--ops 0,5` runs only those operations of the mix (numbered in
+//!   `SoakClient::step`), to find which one holds memory.
 //!
 //! `cargo bench --bench memory` (options: `-- --threads N --clients C --idle S --soak SECONDS
-//! --interval S --warmup S --env NAME=VALUE`, `--env` repeatable, e.g. `MALLOC_ARENA_MAX=2`).
+//! --interval S --warmup S --ops N,N,… --env NAME=VALUE`, `--env` repeatable, e.g. `MALLOC_ARENA_MAX=2`).
 
 #[path = "../tests/support/binary.rs"]
 mod binary;
@@ -212,7 +213,18 @@ async fn soak(server: &Server, seconds: u64) {
     let clients: usize = option("--clients", 32);
     let interval = Duration::from_secs(option("--interval", 10));
     let warmup = Duration::from_secs(option("--warmup", 60));
-    println!("soak: {seconds} s of the run mix, {clients} clients, a sample every {interval:?}");
+    let operations: Vec<u64> = option("--ops", String::new())
+        .split(',')
+        .filter_map(|number| number.trim().parse().ok())
+        .collect();
+    let operations = if operations.is_empty() {
+        load::ALL_OPERATIONS.to_vec()
+    } else {
+        operations
+    };
+    println!(
+        "soak: {seconds} s of the run mix (operations {operations:?}), {clients} clients, a sample every {interval:?}"
+    );
     println!("| time | runs | runs/s | RSS | peak |");
     println!("|---|---|---|---|---|");
     let mut previous: Option<load::Sample> = None;
@@ -220,6 +232,7 @@ async fn soak(server: &Server, seconds: u64) {
         &server.url,
         server.pid(),
         clients,
+        &operations,
         Duration::from_secs(seconds),
         interval,
         |sample| {

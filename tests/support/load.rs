@@ -127,7 +127,11 @@ pub struct Sample {
     pub runs: u64,
 }
 
-/// Runs the mix of `SoakClient::step` from `clients` concurrent clients for `duration`, sampling
+/// The operations of the mix, numbered as in `SoakClient::step`.
+pub const ALL_OPERATIONS: [u64; 10] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+
+/// Runs the mix of `SoakClient::step` (only `operations` of it, taken in turn) from `clients`
+/// concurrent clients for `duration`, sampling
 /// the memory of the server `pid` at the start and every `interval`; `on_sample` sees each
 /// sample as it is taken. Answers the samples and the tally once every client has finished its
 /// last operation.
@@ -135,6 +139,7 @@ pub async fn soak(
     url: &str,
     pid: u32,
     clients: usize,
+    operations: &[u64],
     duration: Duration,
     interval: Duration,
     mut on_sample: impl FnMut(&Sample),
@@ -148,6 +153,7 @@ pub async fn soak(
             client: http.clone(),
             url: url.to_owned(),
             step: index as u64,
+            operations: operations.to_vec(),
             pool: VecDeque::new(),
         };
         let (stop, tally) = (stop.clone(), tally.clone());
@@ -198,16 +204,21 @@ struct SoakClient {
     client: reqwest::Client,
     url: String,
     step: u64,
+    /// The operations this client takes in turn.
+    operations: Vec<u64>,
     /// Thread ids and the runs each has had.
     pool: VecDeque<(String, u32)>,
 }
 
 impl SoakClient {
-    /// Runs the next operation of the mix (ten kinds, in turn) and waits for its runs to end.
+    /// Runs the next operation of the mix and waits for its runs to end: 0 a new thread and a
+    /// `/wait`; 1 `/wait`, 2 background run and join, 3 `POST …/runs/stream`, 8 background run
+    /// and join-stream, each on a pooled thread; 4, 7, 9 double-texting with rollback, interrupt
+    /// and enqueue; 5 a stateless `/runs/wait`; 6 a new thread and an `echo` run.
     async fn step(&mut self, tally: &Tally) -> Result<(), String> {
         let step = self.step;
         self.step += 1;
-        match step % 10 {
+        match self.operations[step as usize % self.operations.len()] {
             0 => {
                 let thread_id = create_thread(&self.client, &self.url).await?;
                 self.pool.push_back((thread_id.clone(), 0));
@@ -273,7 +284,8 @@ impl SoakClient {
                 let response = self.client.get(&url).send().await;
                 read_stream(&url, response, false).await
             }
-            _ => self.double_text("enqueue", tally).await,
+            9 => self.double_text("enqueue", tally).await,
+            other => Err(format!("the mix has no operation {other}")),
         }
     }
 
