@@ -318,10 +318,22 @@ impl Settings {
             ));
         }
         let seconds = [
-            ("server.shutdown_grace_seconds", self.server.shutdown_grace_seconds),
-            ("runtime.run_timeout_seconds", self.runtime.run_timeout_seconds),
-            ("runtime.node_timeout_seconds", self.runtime.node_timeout_seconds),
-            ("retention.thread_idle_days", self.retention.thread_idle_days),
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+            ),
+            (
+                "runtime.run_timeout_seconds",
+                self.runtime.run_timeout_seconds,
+            ),
+            (
+                "runtime.node_timeout_seconds",
+                self.runtime.node_timeout_seconds,
+            ),
+            (
+                "retention.thread_idle_days",
+                self.retention.thread_idle_days,
+            ),
         ];
         for (name, value) in seconds {
             if !(value.is_finite() && value >= 0.0) {
@@ -331,8 +343,14 @@ impl Settings {
             }
         }
         let positive = [
-            ("runtime.actor_idle_seconds", self.runtime.actor_idle_seconds),
-            ("retention.sweep_interval_seconds", self.retention.sweep_interval_seconds),
+            (
+                "runtime.actor_idle_seconds",
+                self.runtime.actor_idle_seconds,
+            ),
+            (
+                "retention.sweep_interval_seconds",
+                self.retention.sweep_interval_seconds,
+            ),
         ];
         for (name, value) in positive {
             if !(value.is_finite() && value >= 0.001) {

@@ -219,7 +219,9 @@ impl Application {
             report.stopped
         );
         handle.stop(true).await;
-        let served = server.await.unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        let served = server
+            .await
+            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
         log::info!("shutdown complete");
         served
     }

@@ -38,7 +38,8 @@ struct ThreadCreate {
     thread_id: Option<String>,
     metadata: Option<JsonMap>,
     if_exists: Option<IfExists>,
-    #[allow(dead_code)] // Accepted for compatibility; per-thread TTLs are not implemented (retention is server-wide).
+    // Accepted for compatibility; per-thread TTLs are not implemented (retention is server-wide).
+    #[allow(dead_code)]
     ttl: Option<Value>,
     supersteps: Option<Value>,
 }
@@ -77,7 +78,8 @@ pub async fn get(
 #[derive(Deserialize)]
 struct ThreadPatch {
     metadata: Option<JsonMap>,
-    #[allow(dead_code)] // Accepted for compatibility; per-thread TTLs are not implemented (retention is server-wide).
+    // Accepted for compatibility; per-thread TTLs are not implemented (retention is server-wide).
+    #[allow(dead_code)]
     ttl: Option<Value>,
 }
 
