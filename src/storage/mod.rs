@@ -1087,13 +1087,18 @@ mod tests {
         db.save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0), 2)
             .await
             .unwrap();
+        // Released (shutdown): pending again with the attempt given back, so it cannot be
+        // resumed as a crash orphan, and starting it again is attempt 2 once more.
         db.release_run(first.run_id).await.unwrap();
-        // A pending run cannot be resumed, a running one cannot be started again.
         assert!(matches!(
-            db.start_run(first.run_id, vec![], false).await,
+            db.start_run(first.run_id, vec![], true).await,
             Err(StorageError::Fenced)
         ));
-        assert_eq!(db.start_run(first.run_id, vec![], true).await.unwrap(), 2);
+        assert_eq!(db.start_run(first.run_id, vec![], false).await.unwrap(), 2);
+        let stale = db
+            .save_checkpoint(checkpoint(thread.thread_id, first.run_id, 1), 1)
+            .await;
+        assert!(matches!(stale, Err(StorageError::Fenced)), "{stale:?}");
     }
 
     #[tokio::test]
