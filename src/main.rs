@@ -40,7 +40,28 @@ enum Command {
     },
 }
 
+/// Caps glibc's malloc arenas. By default every thread that allocates may get an arena of its
+/// own (up to 8 per core), and freed memory scattered over many arenas is rarely returned: under
+/// a sustained run mix the RSS crept up by about 300 bytes per run; with two arenas it stays flat
+/// (README, Memory). glibc reads `MALLOC_ARENA_MAX` only when the process starts, so unless the
+/// environment sets it already, the binary executes itself again (same pid, arguments and
+/// streams) with `MALLOC_ARENA_MAX=2`.
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        use std::os::unix::process::CommandExt;
+        if let Ok(executable) = std::env::current_exe() {
+            let error = std::process::Command::new(executable)
+                .args(std::env::args_os().skip(1))
+                .env("MALLOC_ARENA_MAX", "2")
+                .exec();
+            eprintln!("spindle: could not restart with MALLOC_ARENA_MAX=2, continuing: {error}");
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    cap_malloc_arenas();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let Command::Serve {
         config: config_path,
