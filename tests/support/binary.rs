@@ -175,6 +175,8 @@ fn spawn(
         if let Some((_, address)) = line.split_once("listening address=") {
             break address.trim().to_owned();
         }
+        // Start-up lines (recovery among them) go to the collector too.
+        on_log_line(&line);
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || {
