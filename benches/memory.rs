@@ -18,29 +18,21 @@
 //! `cargo bench --bench memory` (options: `-- --threads N --clients C --idle S --soak SECONDS
 //! --interval S --warmup S --ops N,N,… --env NAME=VALUE`, `--env` repeatable, e.g. `MALLOC_ARENA_MAX=2`).
 
+#[path = "../tests/support/bench.rs"]
+mod bench;
 #[path = "../tests/support/binary.rs"]
 mod binary;
 #[path = "../tests/support/load.rs"]
 mod load;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench::option;
 use binary::Server;
 use load::{mb, memory, Memory};
-
-fn option<T: FromStr>(name: &str, default: T) -> T {
-    let arguments: Vec<String> = std::env::args().collect();
-    arguments
-        .iter()
-        .position(|argument| argument == name)
-        .and_then(|index| arguments.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Every `--env NAME=VALUE` of the command line.
 fn extra_environment() -> Vec<(String, String)> {

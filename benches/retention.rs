@@ -10,42 +10,19 @@
 //! `cargo bench --bench retention` (options: `-- --seconds S --clients C --idle S --interval S
 //! --sample S --padding BYTES --off`).
 
+#[path = "../tests/support/bench.rs"]
+mod bench;
 #[path = "../tests/support/binary.rs"]
 mod binary;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench::{flag, option};
 use binary::Server;
 use serde_json::{json, Value};
-
-fn option(name: &str, default: f64) -> f64 {
-    let arguments: Vec<String> = std::env::args().collect();
-    arguments
-        .iter()
-        .position(|argument| argument == name)
-        .and_then(|index| arguments.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|argument| argument == name)
-}
-
-/// The server's database file, read from its command line (`--database <path>`).
-fn database_path(server: &Server) -> PathBuf {
-    let command_line = std::fs::read(format!("/proc/{}/cmdline", server.pid()))
-        .expect("the server's command line is readable (Linux)");
-    let arguments: Vec<&[u8]> = command_line.split(|byte| *byte == 0).collect();
-    let index = arguments
-        .iter()
-        .position(|argument| *argument == b"--database")
-        .expect("the server is started with --database");
-    PathBuf::from(String::from_utf8_lossy(arguments[index + 1]).into_owned())
-}
 
 fn size_of(path: &Path, suffix: &str) -> u64 {
     let mut name = path.as_os_str().to_owned();
@@ -115,7 +92,7 @@ fn main() {
             eprintln!("{line}");
         }
     });
-    let database = database_path(&server);
+    let database = server.database_path();
     let url = server.url.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

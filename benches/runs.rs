@@ -6,32 +6,22 @@
 //!
 //! `cargo bench --bench runs` (options: `-- --sequential N --seconds S --clients C`).
 
+#[path = "../tests/support/bench.rs"]
+mod bench;
 #[path = "../tests/support/binary.rs"]
 mod binary;
 
+use bench::{create_thread, option};
 use binary::Server;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn start_server() -> Server {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     Server::start(&level, |_| {})
-}
-
-async fn create_thread(client: &reqwest::Client, url: &str) -> String {
-    let thread: Value = client
-        .post(format!("{url}/threads"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    thread["thread_id"].as_str().unwrap().to_owned()
 }
 
 async fn wait_run(client: &reqwest::Client, url: &str, thread_id: &str) {
@@ -51,20 +41,10 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[index]
 }
 
-fn option(name: &str, default: u64) -> u64 {
-    let arguments: Vec<String> = std::env::args().collect();
-    arguments
-        .iter()
-        .position(|argument| argument == name)
-        .and_then(|index| arguments.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let sequential = option("--sequential", 3000) as usize;
-    let seconds = option("--seconds", 10);
-    let clients = option("--clients", 32) as usize;
+    let sequential = option::<u64>("--sequential", 3000) as usize;
+    let seconds = option::<u64>("--seconds", 10);
+    let clients = option::<u64>("--clients", 32) as usize;
     let server = start_server();
     let url = server.url.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -20,13 +20,15 @@
 //! server, to see whether its memory levels off). Exits with status 1 when an event is lost,
 //! reordered or duplicated, a stream fails, hangs or is cut off, or a run does not succeed.
 
+#[path = "../tests/support/bench.rs"]
+mod bench;
 #[path = "../tests/support/binary.rs"]
 mod binary;
 
+use bench::{create_thread, option};
 use binary::Server;
 use std::fs;
 use std::process::Command;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,16 +50,6 @@ fn start_server() -> Server {
             eprintln!("server: {line}");
         }
     })
-}
-
-fn option<T: FromStr>(name: &str, default: T) -> T {
-    let arguments: Vec<String> = std::env::args().collect();
-    arguments
-        .iter()
-        .position(|argument| argument == name)
-        .and_then(|index| arguments.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
 }
 
 /// The soft and hard `Max open files` of this process, as written in `/proc/self/limits`.
@@ -432,11 +424,6 @@ async fn get_json(client: &reqwest::Client, url: String) -> Value {
     let text = response.text().await.unwrap();
     assert!(status.is_success(), "GET {url}: {status} {text}");
     serde_json::from_str(&text).unwrap()
-}
-
-async fn create_thread(client: &reqwest::Client, url: &str) -> String {
-    let thread = post_json(client, format!("{url}/threads"), json!({})).await;
-    thread["thread_id"].as_str().unwrap().to_owned()
 }
 
 fn agent_input() -> Value {

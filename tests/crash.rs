@@ -3,6 +3,8 @@
 //! a run left running past `runtime.max_attempts`, or with `runtime.on_restart = "error"`, ends
 //! `error` without wedging its thread.
 
+#[path = "support/bench.rs"]
+mod bench;
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use bench::create_thread;
 use binary::Server;
 
 /// Threads under load; every cycle adds texts to the same threads.
@@ -218,14 +221,8 @@ fn thread_creation_state_updates_and_cancels_acknowledged_before_a_kill_survive_
         .await;
 
         let busy = create_thread(&client, url).await;
-        let long = submit(&client, url, &busy, &question("long"), 60.0, "enqueue")
-            .await
-            .expect("the run is acknowledged");
-        let long = long["run_id"].as_str().unwrap().to_owned();
-        let queued = submit(&client, url, &busy, &question("queued"), 60.0, "enqueue")
-            .await
-            .expect("the run is acknowledged");
-        let queued = queued["run_id"].as_str().unwrap().to_owned();
+        let long = long_run(&client, url, &busy, "long").await;
+        let queued = long_run(&client, url, &busy, "queued").await;
         wait_for_status(&client, url, &busy, &long, &["running"]).await;
         for run in [&long, &queued] {
             post(
@@ -268,17 +265,7 @@ fn a_run_killed_past_max_attempts_ends_in_error_and_its_thread_takes_new_runs() 
     let client = reqwest::Client::new();
     let (thread_id, run_id) = runtime.block_on(async {
         let thread_id = create_thread(&client, &server.url).await;
-        let run = submit(
-            &client,
-            &server.url,
-            &thread_id,
-            &question("long"),
-            60.0,
-            "enqueue",
-        )
-        .await
-        .expect("the run is acknowledged");
-        let run_id = run["run_id"].as_str().unwrap().to_owned();
+        let run_id = long_run(&client, &server.url, &thread_id, "long").await;
         wait_for_status(&client, &server.url, &thread_id, &run_id, &["running"]).await;
         (thread_id, run_id)
     });
@@ -333,17 +320,7 @@ fn with_on_restart_error_a_killed_run_ends_in_error_and_the_queue_still_runs() {
     let client = reqwest::Client::new();
     let (thread_id, long_run_id, queued_run_id) = runtime.block_on(async {
         let thread_id = create_thread(&client, &server.url).await;
-        let long = submit(
-            &client,
-            &server.url,
-            &thread_id,
-            &question("long"),
-            60.0,
-            "enqueue",
-        )
-        .await
-        .expect("the long run is acknowledged");
-        let long_run_id = long["run_id"].as_str().unwrap().to_owned();
+        let long_run_id = long_run(&client, &server.url, &thread_id, "long").await;
         wait_for_status(&client, &server.url, &thread_id, &long_run_id, &["running"]).await;
         let queued = submit(
             &client,
@@ -611,6 +588,14 @@ async fn load_then_crash(
 }
 
 /// `POST /threads/{t}/runs` with an `agent` run on `text`: the run JSON of a 200, or why not.
+/// Enqueues a run whose steps take a minute each, asking about `place`; returns its id.
+async fn long_run(client: &reqwest::Client, url: &str, thread_id: &str, place: &str) -> String {
+    let run = submit(client, url, thread_id, &question(place), 60.0, "enqueue")
+        .await
+        .expect("the run is acknowledged");
+    run["run_id"].as_str().unwrap().to_owned()
+}
+
 async fn submit(
     client: &reqwest::Client,
     url: &str,
@@ -640,19 +625,6 @@ async fn submit(
         return Err(format!("{status}: {text}"));
     }
     serde_json::from_str(&text).map_err(|error| format!("{error}: {text}"))
-}
-
-async fn create_thread(client: &reqwest::Client, url: &str) -> String {
-    let thread: Value = client
-        .post(format!("{url}/threads"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    thread["thread_id"].as_str().unwrap().to_owned()
 }
 
 /// `POST /threads/{t}/runs/wait` with a text the scripted model echoes; the final values.

@@ -173,13 +173,21 @@ impl RunActor {
                 // Dropping the execution on timeout stops its node tasks.
                 Some(limit) => match tokio::time::timeout(limit, execution).await {
                     Ok(result) => result,
-                    Err(_) => return Err(limit),
+                    Err(_) => {
+                        return RunEnd::TimedOut(RunError::new(
+                            "TimeoutError",
+                            format!(
+                                "the run did not finish within {}s (runtime.run_timeout_seconds)",
+                                limit.as_secs_f64()
+                            ),
+                        ))
+                    }
                 },
             };
             if let Ok(finish) = &result {
                 plan.emitter.run_finished(&finish.values);
             }
-            Ok(result)
+            Self::ended(result)
         });
         self.execution = Some(handle.abort_handle());
         ctx.spawn(
@@ -187,20 +195,9 @@ impl RunActor {
         );
     }
 
-    fn executed(
-        &mut self,
-        result: Result<Result<Result<Finish, Halt>, Duration>, JoinError>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn executed(&mut self, result: Result<RunEnd, JoinError>, ctx: &mut Context<Self>) {
         let end = match result {
-            Ok(Err(limit)) => Some(RunEnd::TimedOut(RunError::new(
-                "TimeoutError",
-                format!(
-                    "the run did not finish within {}s (runtime.run_timeout_seconds)",
-                    limit.as_secs_f64()
-                ),
-            ))),
-            Ok(Ok(result)) => Self::ended(result),
+            Ok(end) => Some(end),
             Err(join_error) if join_error.is_cancelled() => None,
             Err(join_error) => Some(RunEnd::Failed(RunError::new(
                 "RuntimeError",
@@ -215,7 +212,7 @@ impl RunActor {
     }
 
     /// How the graph's execution ended.
-    fn ended(result: Result<Finish, Halt>) -> Option<RunEnd> {
+    fn ended(result: Result<Finish, Halt>) -> RunEnd {
         match result {
             Ok(finish) => {
                 let mut values = finish.values;
@@ -223,16 +220,16 @@ impl RunActor {
                     let chunks = finish.interrupts.iter().map(|i| i.to_chunk()).collect();
                     values.insert("__interrupt__".into(), serde_json::Value::Array(chunks));
                 }
-                Some(RunEnd::Success {
+                RunEnd::Success {
                     values: Arc::new(values),
                     next: finish.next,
-                })
+                }
             }
-            Err(Halt::Failed(error)) => Some(RunEnd::Failed(error)),
+            Err(Halt::Failed(error)) => RunEnd::Failed(error),
             // Fenced: storage no longer has this attempt in flight. When the thread actor stopped
             // it, it ignores this report; otherwise the run was removed behind its back and the
             // report lets it move on.
-            Err(Halt::Fenced) => Some(RunEnd::Vanished),
+            Err(Halt::Fenced) => RunEnd::Vanished,
         }
     }
 }
@@ -357,7 +354,7 @@ impl Handler<BeginRun> for RunActor {
                         // It had already stopped at a breakpoint: it ends now.
                         Err(finish) => {
                             plan.emitter.run_finished(&finish.values);
-                            actor.executed(Ok(Ok(Ok(finish))), ctx);
+                            actor.executed(Ok(Self::ended(Ok(finish))), ctx);
                         }
                     }
                     Ok(attempt)

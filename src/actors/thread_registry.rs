@@ -47,7 +47,7 @@ pub struct Retire {
     pub address: Addr<ThreadActor>,
 }
 
-/// How many thread actors are in memory. Sent by tests and the memory benchmark's checks.
+/// How many thread actors are in memory. Sent by tests.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct LiveThreads;

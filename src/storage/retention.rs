@@ -117,9 +117,7 @@ pub fn prune(
         match action {
             PruneAction::Delete => {
                 counts.checkpoints_deleted += count_checkpoints(connection, thread_id)?;
-                connection
-                    .prepare_cached("DELETE FROM threads WHERE thread_id = ?")?
-                    .execute([thread_id])?;
+                super::threads::delete(connection, thread_id)?;
                 counts.threads_deleted += 1;
             }
             PruneAction::KeepLatest(keep) => {
