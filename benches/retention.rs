@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench::{flag, option};
+use bench::{create_thread, flag, option};
 use binary::Server;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn size_of(path: &Path, suffix: &str) -> u64 {
     let mut name = path.as_os_str().to_owned();
@@ -35,16 +35,7 @@ fn mebibytes(bytes: u64) -> f64 {
 }
 
 async fn one_thread_one_run(client: &reqwest::Client, url: &str, padding: &str) {
-    let thread: Value = client
-        .post(format!("{url}/threads"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let thread_id = thread["thread_id"].as_str().unwrap();
+    let thread_id = create_thread(client, url).await;
     let response = client
         .post(format!("{url}/threads/{thread_id}/runs/wait"))
         .json(&json!({
