@@ -21,16 +21,17 @@ use tokio::sync::oneshot;
 
 use super::run::{BeginRun, RunActor, RunLimits, StopRun};
 use super::thread_registry::{ForgetThread, Retire, ThreadRegistry};
-use super::{with_retries, RunOutcome, ThreadError};
+use super::{with_retries, with_retries_until_unavailable, RunOutcome, ThreadError};
 use crate::config::OnRestart;
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
 use crate::domain::multitask::{decide, CancelAction, Decision};
 use crate::domain::run::{IfNotExists, NewRun, Run, RunError, RunStatus};
+use crate::domain::thread::ThreadStatus;
 use crate::domain::time::Timestamp;
 use crate::domain::JsonMap;
 use crate::graph::{emit, executor, GraphRegistry};
-use crate::storage::{Db, FinishRun, InsertRun, StorageError};
+use crate::storage::{Db, FinishRun, InsertRun, StorageError, Unavailable};
 use crate::stream::{StreamHub, Subscription};
 
 type Step<T> = LocalBoxActorFuture<ThreadActor, T>;
@@ -178,6 +179,35 @@ pub struct ThreadSettings {
 #[rtype(result = "()")]
 struct StartDue;
 
+/// The background retry of a stalled run end is over. Sent by the actor to itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct EndRetried {
+    ended: Ended,
+    result: Result<ThreadStatus, StorageError>,
+}
+
+/// The write that records how a run ended.
+#[derive(Clone)]
+enum EndWrite {
+    /// Its terminal status.
+    Finish(FinishRun),
+    /// Only the thread's status: the run left nothing to record (its writes were fenced).
+    Settle { in_flight_after: bool },
+}
+
+/// A run that ended, while its end is being recorded.
+struct Ended {
+    run_id: RunId,
+    started: Option<Instant>,
+    status: Option<RunStatus>,
+    outcome: RunOutcome,
+    write: EndWrite,
+}
+
+/// Longest pause between two tries to record a stalled run end.
+const STALL_RETRY_MAX: Duration = Duration::from_secs(2);
+
 struct ActiveRun {
     run_id: RunId,
     attempt: u32,
@@ -218,6 +248,10 @@ pub struct ThreadActor {
     idle_timer: Option<SpawnHandle>,
     /// The creation time given to the last run submitted: the next one gets a later one.
     last_stamp: Option<Timestamp>,
+    /// Runs that ended while the database could not take their end (disk full, locked by
+    /// another process): still in flight in storage, retried in the background. Meanwhile
+    /// their waiters wait, no run starts, and commands that change the thread get 503.
+    stalled: Vec<(RunId, Unavailable)>,
 }
 
 impl ThreadActor {
@@ -248,6 +282,7 @@ impl ThreadActor {
             retired: false,
             idle_timer: None,
             last_stamp: None,
+            stalled: Vec::new(),
         }
     }
 
@@ -273,6 +308,19 @@ impl ThreadActor {
         Ok(())
     }
 
+    /// `touch` for a command that changes the thread: refused with 503 while a run's end
+    /// waits for the database, since storage still has that run in flight.
+    fn touch_to_change(&mut self) -> Result<(), ThreadError> {
+        self.touch()?;
+        match self.stalled.first() {
+            Some(&(run_id, cause)) => Err(ThreadError::Storage(StorageError::CommitFailed {
+                message: format!("the end of run {run_id} on this thread is not recorded yet"),
+                unavailable: Some(cause),
+            })),
+            None => Ok(()),
+        }
+    }
+
     /// Checks now and then whether the actor has had nothing to do for the idle time; if so it
     /// asks the registry to forget it and retires.
     fn arm_idle_check(&mut self, ctx: &mut Context<Self>) {
@@ -283,6 +331,7 @@ impl ThreadActor {
                 return;
             }
             let quiet = actor.active.is_none()
+                && actor.stalled.is_empty()
                 && actor.queue.is_empty()
                 && actor.waiters.is_empty()
                 && actor.timer.is_none();
@@ -316,11 +365,12 @@ impl ThreadActor {
         }
     }
 
-    /// Pending and running runs, active first.
+    /// Pending and running runs, active first (and runs whose end is not recorded yet).
     fn in_flight(&self) -> Vec<RunId> {
         self.active
             .iter()
             .map(|active| active.run_id)
+            .chain(self.stalled.iter().map(|(run_id, _)| *run_id))
             .chain(self.queue.iter().map(|run| run.run_id))
             .collect()
     }
@@ -402,7 +452,10 @@ impl ThreadActor {
     /// Starts the first queued run if none is active and it is due; otherwise arms the timer.
     fn start_next(&mut self, ctx: &mut Context<Self>) -> Step<()> {
         self.notify_drained();
-        if self.active.is_some() || self.settings.draining.load(Ordering::SeqCst) {
+        if self.active.is_some()
+            || !self.stalled.is_empty()
+            || self.settings.draining.load(Ordering::SeqCst)
+        {
             return fut::ready(()).boxed_local();
         }
         if let Some(timer) = self.timer.take() {
@@ -485,59 +538,115 @@ impl ThreadActor {
             ),
             RunEnd::Vanished => (None, None, RunOutcome::Interrupted),
         };
-        let thread_id = self.thread_id;
         let in_flight_after = !self.queue.is_empty();
-        let db = self.db.clone();
-        let write = async move {
-            match status {
-                Some(status) => {
-                    let finish = FinishRun {
-                        thread_id,
-                        run_id,
-                        status,
-                        error,
-                        in_flight_after,
-                    };
-                    with_retries("finish run", || db.finish_run(finish.clone())).await
+        let write = match status {
+            Some(status) => EndWrite::Finish(FinishRun {
+                thread_id: self.thread_id,
+                run_id,
+                status,
+                error,
+                in_flight_after,
+            }),
+            None => EndWrite::Settle { in_flight_after },
+        };
+        let ended = Ended {
+            run_id,
+            started,
+            status,
+            outcome,
+            write,
+        };
+        let (db, thread_id, write) = (self.db.clone(), self.thread_id, ended.write.clone());
+        let recorded = async move {
+            with_retries_until_unavailable("record run end", || {
+                record_end(db.clone(), thread_id, write.clone())
+            })
+            .await
+        };
+        wrap_future(recorded)
+            .then(move |result, actor: &mut Self, ctx| actor.end_recorded(ended, result, ctx))
+            .boxed_local()
+    }
+
+    /// The write of a run's end is over: tell its waiters and start the next run; or, if the
+    /// database cannot take it now, keep retrying in the background (`stall`).
+    fn end_recorded(
+        &mut self,
+        ended: Ended,
+        result: Result<ThreadStatus, StorageError>,
+        ctx: &mut Context<Self>,
+    ) -> Step<()> {
+        let run_id = ended.run_id;
+        match result {
+            Ok(thread_status) => {
+                let elapsed_ms = ended
+                    .started
+                    .map_or(0, |started| started.elapsed().as_millis());
+                log::info!(
+                    "run finished run_id={run_id} thread_id={} status={} elapsed_ms={elapsed_ms} thread_status={}",
+                    self.thread_id,
+                    ended.status.map_or("removed", RunStatus::as_str),
+                    thread_status.as_str()
+                );
+                self.resolve(run_id, ended.outcome);
+            }
+            Err(StorageError::Fenced) => {
+                log::debug!("run end ignored: the run is no longer in flight run_id={run_id}");
+                self.resolve(run_id, RunOutcome::Interrupted);
+            }
+            Err(error) => {
+                match error.unavailable() {
+                    Some(cause) => self.stall(ended, cause, &error, ctx),
+                    // Storage still says the run is in flight: rebuild from it once it is
+                    // back. Its waiters and stream stay: the rebuilt actor resumes the run,
+                    // and its next attempt settles them.
+                    None => self.rebuild(&error, ctx),
                 }
-                None => {
-                    with_retries("settle thread", || {
-                        db.settle_thread(thread_id, in_flight_after)
-                    })
-                    .await
+                return fut::ready(()).boxed_local();
+            }
+        }
+        if self.temporary.remove(&run_id) {
+            return self.delete_temporary_thread(ctx);
+        }
+        self.start_next(ctx)
+    }
+
+    /// A run's end could not be recorded because the database cannot take writes for now (a
+    /// full disk, a lock held by another process). Rebuilding would not help (the rebuilt actor
+    /// would hit the same wall, and spend the run's attempts), and waiting inside a handler would
+    /// leave every client of this thread hanging. So the actor stays responsive: the run counts
+    /// as in flight, its waiters and stream wait, commands that change the thread get 503, no
+    /// other run starts; the write is retried in the background until it lands.
+    fn stall(
+        &mut self,
+        ended: Ended,
+        cause: Unavailable,
+        error: &StorageError,
+        ctx: &mut Context<Self>,
+    ) {
+        log::warn!(
+            "run end not recorded yet, retrying until the database takes writes again run_id={} thread_id={}: {error:#}",
+            ended.run_id,
+            self.thread_id
+        );
+        self.stalled.push((ended.run_id, cause));
+        let (db, thread_id, write) = (self.db.clone(), self.thread_id, ended.write.clone());
+        let retried = async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(delay).await;
+                match record_end(db.clone(), thread_id, write.clone()).await {
+                    Err(error) if error.is_unavailable() => {
+                        delay = (delay * 2).min(STALL_RETRY_MAX);
+                    }
+                    result => return result,
                 }
             }
         };
-        wrap_future(write)
-            .then(move |result, actor: &mut Self, ctx| {
-                let elapsed_ms = started.map_or(0, |started| started.elapsed().as_millis());
-                match result {
-                    Ok(thread_status) => {
-                        log::info!(
-                            "run finished run_id={run_id} thread_id={thread_id} status={} elapsed_ms={elapsed_ms} thread_status={}",
-                            status.map_or("removed", RunStatus::as_str),
-                            thread_status.as_str()
-                        );
-                        actor.resolve(run_id, outcome);
-                    }
-                    Err(StorageError::Fenced) => {
-                        log::debug!("run end ignored: the run is no longer in flight run_id={run_id}");
-                        actor.resolve(run_id, RunOutcome::Interrupted);
-                    }
-                    Err(error) => {
-                        // Storage still says the run is in flight: rebuild from it once it is
-                        // back. Its waiters and stream stay: the rebuilt actor resumes the run,
-                        // and its next attempt settles them.
-                        actor.rebuild(&error, ctx);
-                        return fut::ready(()).boxed_local();
-                    }
-                }
-                if actor.temporary.remove(&run_id) {
-                    return actor.delete_temporary_thread(ctx);
-                }
-                actor.start_next(ctx)
-            })
-            .boxed_local()
+        // Dropped if the actor restarts: the rebuilt actor reads the run from storage.
+        ctx.spawn(wrap_future(retried).map(move |result, _: &mut Self, ctx| {
+            ctx.notify(EndRetried { ended, result });
+        }));
     }
 
     /// A stateless run with `on_completion: "delete"` ended: the thread goes with its runs.
@@ -681,6 +790,19 @@ impl Supervised for ThreadActor {
         self.idle_timer = None;
         self.temporary.clear();
         self.recovered.clear();
+        self.stalled.clear();
+    }
+}
+
+/// Writes a run's end (or settles the thread); returns the thread's new status.
+async fn record_end(
+    db: Db,
+    thread_id: ThreadId,
+    write: EndWrite,
+) -> Result<ThreadStatus, StorageError> {
+    match write {
+        EndWrite::Finish(finish) => db.finish_run(finish).await,
+        EndWrite::Settle { in_flight_after } => db.settle_thread(thread_id, in_flight_after).await,
     }
 }
 
@@ -688,8 +810,8 @@ impl Handler<SubmitRun> for ThreadActor {
     type Result = AtomicResponse<Self, Result<RunAccepted, ThreadError>>;
 
     fn handle(&mut self, message: SubmitRun, _: &mut Context<Self>) -> Self::Result {
-        if let Err(retired) = self.touch() {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        if let Err(refused) = self.touch_to_change() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
         }
         let SubmitRun {
             mut new_run,
@@ -804,8 +926,8 @@ impl Handler<CancelRuns> for ThreadActor {
     type Result = AtomicResponse<Self, Result<usize, ThreadError>>;
 
     fn handle(&mut self, message: CancelRuns, _: &mut Context<Self>) -> Self::Result {
-        if let Err(retired) = self.touch() {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        if let Err(refused) = self.touch_to_change() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
         }
         if message.on_disconnect && self.settings.draining.load(Ordering::SeqCst) {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(0))));
@@ -862,8 +984,8 @@ impl Handler<DeleteRun> for ThreadActor {
     type Result = AtomicResponse<Self, Result<(), ThreadError>>;
 
     fn handle(&mut self, message: DeleteRun, _: &mut Context<Self>) -> Self::Result {
-        if let Err(retired) = self.touch() {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        if let Err(refused) = self.touch_to_change() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
         }
         let run_id = message.run_id;
         let in_flight = self.in_flight();
@@ -907,8 +1029,8 @@ impl Handler<DeleteThread> for ThreadActor {
     type Result = AtomicResponse<Self, Result<(), ThreadError>>;
 
     fn handle(&mut self, _: DeleteThread, _: &mut Context<Self>) -> Self::Result {
-        if let Err(retired) = self.touch() {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        if let Err(refused) = self.touch_to_change() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
         }
         let had_active = self.active.is_some();
         let in_flight = self.in_flight();
@@ -945,8 +1067,8 @@ impl Handler<UpdateState> for ThreadActor {
     type Result = AtomicResponse<Self, Result<Checkpoint, ThreadError>>;
 
     fn handle(&mut self, message: UpdateState, _: &mut Context<Self>) -> Self::Result {
-        if let Err(retired) = self.touch() {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
+        if let Err(refused) = self.touch_to_change() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
         }
         let thread_id = self.thread_id;
         let in_flight = self.in_flight();
@@ -1028,6 +1150,27 @@ impl Handler<RunFinished> for ThreadActor {
         }
         let started = self.active.take().map(|active| active.started);
         AtomicResponse::new(self.record_end(message.run_id, started, message.end))
+    }
+}
+
+impl Handler<EndRetried> for ThreadActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, message: EndRetried, ctx: &mut Context<Self>) -> Self::Result {
+        let run_id = message.ended.run_id;
+        let before = self.stalled.len();
+        self.stalled.retain(|(stalled, _)| *stalled != run_id);
+        if self.stalled.len() == before {
+            // The actor restarted since, and rebuilt from storage.
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
+        if message.result.is_ok() {
+            log::info!(
+                "run end recorded once the database took writes again run_id={run_id} thread_id={}",
+                self.thread_id
+            );
+        }
+        AtomicResponse::new(self.end_recorded(message.ended, message.result, ctx))
     }
 }
 

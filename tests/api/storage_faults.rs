@@ -242,6 +242,67 @@ async fn a_write_lock_held_by_another_process_gives_503_until_it_is_released() {
 }
 
 #[actix_web::test]
+async fn a_run_that_ends_while_the_database_is_locked_waits_and_its_thread_refuses_changes_with_503(
+) {
+    // Arrange: a run waits at a gate; another process then takes the write lock.
+    let app = spawn_app_with(|settings| settings.database.busy_timeout_ms = 200).await;
+    let thread_id = app.create_thread().await;
+    let run = app.gated_run(&thread_id, "hello", "locked", "reject").await;
+    let first = run_id(&run);
+    app.gates.arrivals("locked", 1).await;
+    let other_process = Connection::open(&app.database_path).unwrap();
+    other_process.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // Act: the run goes on; neither its next checkpoint nor its end can be written.
+    app.gates.open("locked");
+
+    // Assert: the thread stays responsive. While the run is active a new run is refused as
+    // busy (409); once the run has ended without its end recorded, with 503 naming the lock.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let reply = app.gated_run(&thread_id, "again", "never", "reject").await;
+        match reply.status {
+            409 => {
+                assert!(Instant::now() < deadline, "the run never ended");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => break reply,
+        }
+    };
+    assert_unavailable(&refused, "locked by another process");
+    let patch = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/threads/{thread_id}"),
+            Some(json!({"metadata": {"k": "v"}})),
+        )
+        .await;
+    assert_unavailable(&patch, "locked by another process");
+    assert_eq!(app.run_status(&thread_id, &first).await, "running");
+
+    // Act: a client joins the run, and the other process lets go.
+    tokio::join!(app.join(&thread_id, &first), async {
+        other_process.execute_batch("COMMIT").unwrap();
+    });
+
+    // Assert: the run's end is recorded (an error naming the lock), the join returned, and the
+    // thread takes runs again.
+    assert_eq!(app.run_status(&thread_id, &first).await, "error");
+    let thread = app.get(&format!("/threads/{thread_id}")).await;
+    assert_eq!(thread.body["status"], "error", "{:?}", thread.body);
+    assert!(
+        thread.body["error"].to_string().contains("locked"),
+        "the run's error says why: {:?}",
+        thread.body["error"]
+    );
+    let next = app.create_run(&thread_id, echo_run("after the lock")).await;
+    let next_id = run_id(&next);
+    app.join(&thread_id, &next_id).await;
+    assert_eq!(app.run_status(&thread_id, &next_id).await, "success");
+    assert_eq!(integrity(&app.database_path), "ok");
+}
+
+#[actix_web::test]
 async fn a_database_written_by_a_newer_spindle_is_refused_at_start_up() {
     // Arrange: a file whose schema version is beyond what this binary knows.
     let directory = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! The real `spindle` binary, for the SDK tests and the benchmarks: started on port 0 with the
-//! default config (or another settings file) and a fresh database in a temporary directory; its
+//! default config (or another settings file) and a fresh database in a temporary directory (or
+//! at a given path); its
 //! address is read from the start-up log line; killed on drop. It can be crashed (SIGKILL) and
 //! restarted on the same database. Included with `#[path]` by each user.
 
@@ -17,8 +18,9 @@ const DATABASE_FILE: &str = "spindle.db";
 pub struct Server {
     child: Child,
     pub url: String,
-    /// Holds the database; removed when the server is dropped.
-    directory: tempfile::TempDir,
+    /// Holds the database unless it was given; removed when the server is dropped.
+    _directory: Option<tempfile::TempDir>,
+    database: PathBuf,
     /// What the process was started with, so `restart` starts it the same way.
     config: PathBuf,
     rust_log: String,
@@ -56,17 +58,51 @@ impl Server {
         on_log_line: impl Fn(&str) + Send + 'static,
     ) -> Server {
         let directory = tempfile::tempdir().unwrap();
-        let (child, url) = spawn(
+        let database = directory.path().join(DATABASE_FILE);
+        Self::start_on(
             config,
             rust_log,
-            &directory.path().join(DATABASE_FILE),
             environment,
+            Some(directory),
+            database,
             on_log_line,
-        );
+        )
+    }
+
+    /// `start_with_env` on the database file `database` (which the caller cleans up), for a
+    /// database on a file system of its own.
+    #[allow(dead_code)] // Not every user needs it.
+    pub fn start_with_database(
+        config: &Path,
+        rust_log: &str,
+        environment: &[(String, String)],
+        database: &Path,
+        on_log_line: impl Fn(&str) + Send + 'static,
+    ) -> Server {
+        Self::start_on(
+            config,
+            rust_log,
+            environment,
+            None,
+            database.to_owned(),
+            on_log_line,
+        )
+    }
+
+    fn start_on(
+        config: &Path,
+        rust_log: &str,
+        environment: &[(String, String)],
+        directory: Option<tempfile::TempDir>,
+        database: PathBuf,
+        on_log_line: impl Fn(&str) + Send + 'static,
+    ) -> Server {
+        let (child, url) = spawn(config, rust_log, &database, environment, on_log_line);
         Server {
             child,
             url,
-            directory,
+            _directory: directory,
+            database,
             config: config.to_owned(),
             rust_log: rust_log.to_owned(),
         }
@@ -129,7 +165,7 @@ impl Server {
     /// The server's SQLite file (its `-wal` and `-shm` files sit next to it).
     #[allow(dead_code)] // Not every user needs it.
     pub fn database_path(&self) -> PathBuf {
-        self.directory.path().join(DATABASE_FILE)
+        self.database.clone()
     }
 
     /// The server's process id.

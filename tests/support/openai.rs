@@ -110,7 +110,7 @@ struct State {
     replies: VecDeque<Reply>,
     requests: Vec<Recorded>,
     released: bool,
-    /// Held answers whose client hung up.
+    /// Answers whose client hung up before the end (while held, or between pieces).
     hangups: usize,
 }
 
@@ -200,7 +200,7 @@ impl FakeOpenAi {
             });
     }
 
-    /// Waits until the clients of `count` held answers have hung up.
+    /// Waits until the clients of `count` answers have hung up before their end.
     pub fn wait_for_hangups(&self, count: usize) {
         self.shared
             .wait_until(&format!("{count} clients hang up"), |state| {
@@ -245,7 +245,12 @@ fn serve(mut connection: TcpStream, shared: &Shared) {
         }
     };
     let reply = reply.unwrap_or_else(|| Reply::fail(500, "the test scripted no more replies"));
-    let _ = answer(&mut connection, shared, &body, reply);
+    // A write that fails means the client went away mid-answer: it may hang up before a
+    // paused answer reaches its pause, and that counts as a hang-up too.
+    if answer(&mut connection, shared, &body, reply).is_err() {
+        shared.lock().hangups += 1;
+        shared.changed.notify_all();
+    }
 }
 
 type Request = (String, Vec<(String, String)>, Vec<u8>);
@@ -321,8 +326,12 @@ fn hold(connection: &TcpStream, shared: &Shared) -> bool {
             return true;
         }
         let mut probe = [0u8; 1];
-        // A closed connection reads end-of-file; an open, quiet one would block.
-        if let Ok(0) = connection.peek(&mut probe) {
+        // A closed connection reads end-of-file (or a reset); an open, quiet one would block.
+        let gone = match connection.peek(&mut probe) {
+            Ok(read) => read == 0,
+            Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        if gone {
             state.hangups += 1;
             shared.changed.notify_all();
             return false;
