@@ -25,9 +25,9 @@ const ROOMY: &str = "64m";
 const THREADS: usize = 8;
 /// Runs queued on each of them.
 const RUNS_PER_THREAD: usize = 3;
-/// Seconds each step of an `agent` run takes: the disk fills while every loaded thread has a
-/// run in flight.
-const STEP_DELAY_SECONDS: f64 = 0.2;
+/// Seconds each step of an `agent` run takes: long enough for the disk to fill (well under a
+/// second) while the first run of every loaded thread is still in its first step.
+const STEP_DELAY_SECONDS: f64 = 2.5;
 /// Metadata of each thread that fills the disk.
 const PADDING: usize = 40_000;
 /// Longest wait for anything the test polls for.
@@ -79,7 +79,7 @@ fn a_full_disk_gives_503_loses_nothing_and_the_server_recovers_once_there_is_roo
 
     runtime.block_on(async {
         let url = server.url.clone();
-        // Arrange: runs in flight on a dozen threads.
+        // Arrange: runs in flight on eight threads.
         let mut loaded = Vec::new();
         for _ in 0..THREADS {
             let thread_id = create_thread(&client, &url).await;

@@ -358,7 +358,9 @@ impl ThreadActor {
 
     /// No run executes: tell whoever waits for that (shutdown).
     fn notify_drained(&mut self) {
-        if self.active.is_none() {
+        // A stalled run end counts: its run is still `running` in storage, and the next start
+        // would resume it (spending an attempt) if the shutdown did not wait for it.
+        if self.active.is_none() && self.stalled.is_empty() {
             for waiter in self.drained.drain(..) {
                 let _ = waiter.send(());
             }
@@ -538,7 +540,7 @@ impl ThreadActor {
             ),
             RunEnd::Vanished => (None, None, RunOutcome::Interrupted),
         };
-        let in_flight_after = !self.queue.is_empty();
+        let in_flight_after = !self.queue.is_empty() || !self.stalled.is_empty();
         let write = match status {
             Some(status) => EndWrite::Finish(FinishRun {
                 thread_id: self.thread_id,
@@ -651,15 +653,17 @@ impl ThreadActor {
 
     /// A stateless run with `on_completion: "delete"` ended: the thread goes with its runs.
     fn delete_temporary_thread(&mut self, ctx: &mut Context<Self>) -> Step<()> {
-        if self.active.is_some() || !self.queue.is_empty() {
+        if self.active.is_some() || !self.queue.is_empty() || !self.stalled.is_empty() {
             // Someone queued more runs on this thread: it is no longer only the stateless run's.
             return self.start_next(ctx);
         }
         let db = self.db.clone();
         let thread_id = self.thread_id;
-        wrap_future(
-            async move { with_retries("delete thread", || db.delete_thread(thread_id)).await },
-        )
+        // A full or locked database leaves the thread behind (retention can sweep it) rather
+        // than holding every command to it.
+        wrap_future(async move {
+            with_retries_until_unavailable("delete thread", || db.delete_thread(thread_id)).await
+        })
         .map(move |result, actor: &mut Self, _| match result {
             Ok(()) => {
                 log::debug!("temporary thread deleted thread_id={}", actor.thread_id);
@@ -926,8 +930,8 @@ impl Handler<CancelRuns> for ThreadActor {
     type Result = AtomicResponse<Self, Result<usize, ThreadError>>;
 
     fn handle(&mut self, message: CancelRuns, _: &mut Context<Self>) -> Self::Result {
-        if let Err(refused) = self.touch_to_change() {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
+        if let Err(retired) = self.touch() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(retired))));
         }
         if message.on_disconnect && self.settings.draining.load(Ordering::SeqCst) {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(0))));
@@ -940,6 +944,10 @@ impl Handler<CancelRuns> for ThreadActor {
             .collect();
         if targets.is_empty() {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(0))));
+        }
+        // Cancelling a run in flight is a change: not while a run's end waits for the database.
+        if let Err(refused) = self.touch_to_change() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
         }
         let stops_active = self
             .active

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde_json::{json, Value};
+use spindle::actors::Shutdown;
 use spindle::storage::migrate::MIGRATIONS;
 use uuid::Uuid;
 
 use crate::helpers::{run_id, spawn_app, spawn_app_with, Reply, TestApp};
+use crate::sse::{names, SseReader};
 
 /// Asserts a 503 that names the cause and tells the client when to retry.
 fn assert_unavailable(reply: &Reply, cause: &str) {
@@ -244,32 +246,11 @@ async fn a_write_lock_held_by_another_process_gives_503_until_it_is_released() {
 #[actix_web::test]
 async fn a_run_that_ends_while_the_database_is_locked_waits_and_its_thread_refuses_changes_with_503(
 ) {
-    // Arrange: a run waits at a gate; another process then takes the write lock.
+    // Arrange / act: a run ends while another process holds the write lock.
     let app = spawn_app_with(|settings| settings.database.busy_timeout_ms = 200).await;
-    let thread_id = app.create_thread().await;
-    let run = app.gated_run(&thread_id, "hello", "locked", "reject").await;
-    let first = run_id(&run);
-    app.gates.arrivals("locked", 1).await;
-    let other_process = Connection::open(&app.database_path).unwrap();
-    other_process.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (thread_id, first, other_process) = stall_on_a_lock(&app).await;
 
-    // Act: the run goes on; neither its next checkpoint nor its end can be written.
-    app.gates.open("locked");
-
-    // Assert: the thread stays responsive. While the run is active a new run is refused as
-    // busy (409); once the run has ended without its end recorded, with 503 naming the lock.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let refused = loop {
-        let reply = app.gated_run(&thread_id, "again", "never", "reject").await;
-        match reply.status {
-            409 => {
-                assert!(Instant::now() < deadline, "the run never ended");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ => break reply,
-        }
-    };
-    assert_unavailable(&refused, "locked by another process");
+    // Assert: meanwhile other changes get 503 too, and the run is still in flight.
     let patch = app
         .request(
             reqwest::Method::PATCH,
@@ -279,14 +260,27 @@ async fn a_run_that_ends_while_the_database_is_locked_waits_and_its_thread_refus
         .await;
     assert_unavailable(&patch, "locked by another process");
     assert_eq!(app.run_status(&thread_id, &first).await, "running");
+    // A client joins the run's stream: the run counts as in flight, so it is subscribed (the
+    // response has begun) and waits for the end.
+    let mut joined = SseReader::new(
+        app.client
+            .get(format!(
+                "{}/threads/{thread_id}/runs/{first}/stream",
+                app.address
+            ))
+            .send()
+            .await
+            .unwrap(),
+    );
 
-    // Act: a client joins the run, and the other process lets go.
-    tokio::join!(app.join(&thread_id, &first), async {
-        other_process.execute_batch("COMMIT").unwrap();
-    });
+    // Act: the other process lets go.
+    other_process.execute_batch("COMMIT").unwrap();
 
-    // Assert: the run's end is recorded (an error naming the lock), the join returned, and the
-    // thread takes runs again.
+    // Assert: the run's end is recorded (an error naming the lock), the joined stream ends with
+    // it, and the thread takes runs again.
+    let events = joined.collect().await;
+    let last = events.last().expect("the joined stream has events");
+    assert_eq!(last.name, "error", "{:?}", names(&events));
     assert_eq!(app.run_status(&thread_id, &first).await, "error");
     let thread = app.get(&format!("/threads/{thread_id}")).await;
     assert_eq!(thread.body["status"], "error", "{:?}", thread.body);
@@ -300,6 +294,62 @@ async fn a_run_that_ends_while_the_database_is_locked_waits_and_its_thread_refus
     app.join(&thread_id, &next_id).await;
     assert_eq!(app.run_status(&thread_id, &next_id).await, "success");
     assert_eq!(integrity(&app.database_path), "ok");
+}
+
+#[actix_web::test]
+async fn a_shutdown_waits_for_a_run_end_that_waits_for_the_database() {
+    // Arrange: a run's end waits for another process's write lock.
+    let app = spawn_app_with(|settings| settings.database.busy_timeout_ms = 200).await;
+    let (thread_id, first, other_process) = stall_on_a_lock(&app).await;
+
+    // Act: the server starts shutting down (new runs are refused), then the lock goes.
+    let shutdown = app.registry.send(Shutdown {
+        grace: Duration::from_secs(30),
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app
+        .gated_run(&thread_id, "again", "never", "reject")
+        .await
+        .detail()
+        .contains("shutting down")
+    {
+        assert!(Instant::now() < deadline, "the shutdown never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other_process.execute_batch("COMMIT").unwrap();
+    let report = shutdown.await.unwrap();
+
+    // Assert: the drain waited for the run's end to be written: nothing was left `running`
+    // for the next start to resume.
+    assert_eq!(report.stopped, 0);
+    assert_eq!(app.run_status(&thread_id, &first).await, "error");
+}
+
+/// Starts a gated run on a new thread, has another process take the write lock, and lets the
+/// run go on: neither its next checkpoint nor its end can be written. Returns once the thread
+/// refuses a new run with 503 naming the lock (409 while the run is still active): the thread
+/// id, the run id and the connection holding the lock.
+async fn stall_on_a_lock(app: &TestApp) -> (String, String, Connection) {
+    let thread_id = app.create_thread().await;
+    let run = app.gated_run(&thread_id, "hello", "locked", "reject").await;
+    let first = run_id(&run);
+    app.gates.arrivals("locked", 1).await;
+    let other_process = Connection::open(&app.database_path).unwrap();
+    other_process.execute_batch("BEGIN IMMEDIATE").unwrap();
+    app.gates.open("locked");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let reply = app.gated_run(&thread_id, "again", "never", "reject").await;
+        match reply.status {
+            409 => {
+                assert!(Instant::now() < deadline, "the run never ended");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => break reply,
+        }
+    };
+    assert_unavailable(&refused, "locked by another process");
+    (thread_id, first, other_process)
 }
 
 #[actix_web::test]
