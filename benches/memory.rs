@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bench::option;
-use binary::Server;
-use load::{mb, memory, Memory};
+use binary::{memory, Memory, Server};
+use load::mb;
 
 /// Every `--env NAME=VALUE` of the command line.
 fn extra_environment() -> Vec<(String, String)> {

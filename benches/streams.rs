@@ -26,7 +26,7 @@ mod bench;
 mod binary;
 
 use bench::{create_thread, option};
-use binary::Server;
+use binary::{memory, Server};
 use std::fs;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,19 +102,6 @@ fn ensure_open_files(needed: u64) {
     std::process::exit(2);
 }
 
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix(key)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// Samples the server's `VmRSS` every 50 ms on its own thread; `finish` answers the largest.
 struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -128,7 +115,7 @@ impl RssSampler {
         let handle = std::thread::spawn(move || {
             let mut peak = 0;
             loop {
-                peak = peak.max(status_kb(pid, "VmRSS").unwrap_or(0));
+                peak = peak.max(memory(pid).rss_kb);
                 if flag.load(Ordering::Relaxed) {
                     return peak;
                 }
@@ -164,7 +151,7 @@ struct MemoryWatch {
 
 impl MemoryWatch {
     fn start(pid: u32) -> Self {
-        let before = status_kb(pid, "VmRSS").unwrap_or(0);
+        let before = memory(pid).rss_kb;
         // Writing 5 to clear_refs resets the peak resident set size (VmHWM) to the current one.
         let high_water_reset = fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
         Self {
@@ -179,14 +166,14 @@ impl MemoryWatch {
     /// quiet.
     async fn finish(self, settle: Duration) -> Memory {
         let peak_sampled = self.sampler.finish();
-        let high_water = status_kb(self.pid, "VmHWM").unwrap_or(0);
+        let high_water = memory(self.pid).peak_kb;
         tokio::time::sleep(settle).await;
         Memory {
             before: self.before,
             peak_sampled,
             high_water,
             high_water_reset: self.high_water_reset,
-            after: status_kb(self.pid, "VmRSS").unwrap_or(0),
+            after: memory(self.pid).rss_kb,
         }
     }
 }

@@ -4,7 +4,6 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app_with, TestApp};
-use crate::sse::SseReader;
 
 async fn examples() -> TestApp {
     spawn_app_with(|settings| {
@@ -24,19 +23,19 @@ async fn examples() -> TestApp {
 
 async fn triage(app: &TestApp, question: &str) -> (Value, Vec<Value>) {
     let thread_id = app.create_thread().await;
-    let response = app
-        .client
-        .post(format!("{}/threads/{thread_id}/runs/stream", app.address))
-        .json(&json!({
-            "assistant_id": "triage",
-            "input": {"messages": [{"role": "user", "content": question}]},
-            "stream_mode": ["custom", "values"],
-            "config": {"configurable": {"delay": 0}},
-        }))
-        .send()
+    let events = app
+        .stream_run(
+            &thread_id,
+            json!({
+                "assistant_id": "triage",
+                "input": {"messages": [{"role": "user", "content": question}]},
+                "stream_mode": ["custom", "values"],
+                "config": {"configurable": {"delay": 0}},
+            }),
+        )
         .await
-        .unwrap();
-    let events = SseReader::new(response).collect().await;
+        .collect()
+        .await;
     let custom: Vec<Value> = events
         .iter()
         .filter(|event| event.name == "custom")

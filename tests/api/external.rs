@@ -280,17 +280,6 @@ async fn fixture(graphs: Vec<GraphFile>) -> Fixture {
     }
 }
 
-async fn stream_run(app: &TestApp, thread_id: &str, body: Value) -> SseReader {
-    let response = app
-        .client
-        .post(format!("{}/threads/{thread_id}/runs/stream", app.address))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    SseReader::new(response)
-}
-
 /// Reads events until `count` custom events have arrived; returns everything read.
 async fn until_customs(reader: &mut SseReader, count: usize) -> Vec<SseEvent> {
     let mut events = vec![];
@@ -400,7 +389,7 @@ async fn an_http_node_streams_custom_events_then_applies_its_update() {
 
     let mut body = hello("http_node", json!({"topic": "scores"}));
     body["stream_mode"] = json!(["custom", "values"]);
-    let mut reader = stream_run(app, &thread_id, body).await;
+    let mut reader = app.stream_run(&thread_id, body).await;
     // Both custom events arrive while the server still holds the final update back.
     let mut events = until_customs(&mut reader, 2).await;
     fixture.server.release();
@@ -457,7 +446,7 @@ async fn a_command_node_streams_custom_events_then_applies_its_update() {
         json!({"release_file": release_file.to_str().unwrap()}),
     );
     body["stream_mode"] = json!(["custom", "values"]);
-    let mut reader = stream_run(app, &thread_id, body).await;
+    let mut reader = app.stream_run(&thread_id, body).await;
     // The program waits for the release file after its custom lines.
     let mut events = until_customs(&mut reader, 2).await;
     std::fs::write(&release_file, "").unwrap();

@@ -17,6 +17,8 @@ use spindle::startup::Application;
 use spindle::storage::Db;
 use tokio::sync::watch;
 
+use crate::sse::SseReader;
+
 /// How long any wait in a test may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -345,6 +347,32 @@ impl TestApp {
     /// Creates a run; returns the reply (status 200 with the run, or an error).
     pub async fn create_run(&self, thread_id: &str, body: Value) -> Reply {
         self.post(&format!("/threads/{thread_id}/runs"), body).await
+    }
+
+    /// `POST /threads/{t}/runs/stream`: the run's event stream, once its response has begun.
+    pub async fn stream_run(&self, thread_id: &str, body: Value) -> SseReader {
+        let request = self
+            .client
+            .post(format!("{}/threads/{thread_id}/runs/stream", self.address))
+            .json(&body);
+        SseReader::new(request.send().await.unwrap())
+    }
+
+    /// `GET /threads/{t}/runs/{r}/stream` (joins a run's stream), with `Last-Event-ID` if given.
+    pub async fn join_stream(
+        &self,
+        thread_id: &str,
+        run_id: &str,
+        last_event_id: Option<&str>,
+    ) -> SseReader {
+        let mut request = self.client.get(format!(
+            "{}/threads/{thread_id}/runs/{run_id}/stream",
+            self.address
+        ));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        SseReader::new(request.send().await.unwrap())
     }
 
     /// Creates a run of the `gated` graph saying `text`, waiting at gate `gate`.

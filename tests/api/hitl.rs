@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, TestApp};
-use crate::sse::{names, SseReader};
+use crate::sse::names;
 
 async fn wait(app: &TestApp, thread_id: &str, body: Value) -> Value {
     let reply = app
@@ -101,14 +101,7 @@ async fn streams_carry_the_interrupt_in_updates_and_values() {
     let thread_id = app.create_thread().await;
     let mut body = ask("hi");
     body["stream_mode"] = json!(["updates"]);
-    let response = app
-        .client
-        .post(format!("{}/threads/{thread_id}/runs/stream", app.address))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let events = SseReader::new(response).collect().await;
+    let events = app.stream_run(&thread_id, body).await.collect().await;
     assert_eq!(names(&events), ["metadata", "updates", "values"]);
     assert_eq!(events[1].data["__interrupt__"].as_array().unwrap().len(), 2);
     assert_eq!(

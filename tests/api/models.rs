@@ -14,7 +14,6 @@ use spindle::graph::nodes::NativeNodes;
 use spindle::graph::{parse_spec, Graph};
 
 use crate::helpers::{run_id, spawn_app_with, Reply as ApiReply, TestApp};
-use crate::sse::SseReader;
 use openai_server::{agent_graph, FakeOpenAi, Reply};
 
 const SEARCH: &str = "tavily_search_results_json";
@@ -252,18 +251,7 @@ async fn messages_tuple_streams_the_tokens_live_with_the_final_message_id() {
     let thread_id = model.app.create_thread().await;
     let mut body = ask("model_agent", "hello");
     body["stream_mode"] = json!(["messages-tuple", "values"]);
-    let response = model
-        .app
-        .client
-        .post(format!(
-            "{}/threads/{thread_id}/runs/stream",
-            model.app.address
-        ))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let mut reader = SseReader::new(response);
+    let mut reader = model.app.stream_run(&thread_id, body).await;
 
     let mut chunks: Vec<Value> = vec![];
     let mut events = vec![];

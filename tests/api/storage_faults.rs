@@ -14,7 +14,7 @@ use spindle::storage::migrate::MIGRATIONS;
 use uuid::Uuid;
 
 use crate::helpers::{run_id, spawn_app, spawn_app_with, Reply, TestApp};
-use crate::sse::{names, SseReader};
+use crate::sse::names;
 
 /// Asserts a 503 that names the cause and tells the client when to retry.
 fn assert_unavailable(reply: &Reply, cause: &str) {
@@ -262,16 +262,7 @@ async fn a_run_that_ends_while_the_database_is_locked_waits_and_its_thread_refus
     assert_eq!(app.run_status(&thread_id, &first).await, "running");
     // A client joins the run's stream: the run counts as in flight, so it is subscribed (the
     // response has begun) and waits for the end.
-    let mut joined = SseReader::new(
-        app.client
-            .get(format!(
-                "{}/threads/{thread_id}/runs/{first}/stream",
-                app.address
-            ))
-            .send()
-            .await
-            .unwrap(),
-    );
+    let mut joined = app.join_stream(&thread_id, &first, None).await;
 
     // Act: the other process lets go.
     other_process.execute_batch("COMMIT").unwrap();

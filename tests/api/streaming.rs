@@ -20,32 +20,6 @@ async fn open(
     SseReader::new(request.send().await.unwrap())
 }
 
-async fn stream_run(app: &TestApp, thread_id: &str, body: Value) -> SseReader {
-    open(
-        app,
-        reqwest::Method::POST,
-        &format!("/threads/{thread_id}/runs/stream"),
-        Some(body),
-    )
-    .await
-}
-
-async fn join_stream(
-    app: &TestApp,
-    thread_id: &str,
-    run_id: &str,
-    last_event_id: Option<&str>,
-) -> SseReader {
-    let mut request = app.client.get(format!(
-        "{}/threads/{thread_id}/runs/{run_id}/stream",
-        app.address
-    ));
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id);
-    }
-    SseReader::new(request.send().await.unwrap())
-}
-
 fn weather(modes: &[&str]) -> Value {
     json!({
         "assistant_id": "agent",
@@ -93,12 +67,12 @@ async fn wait_for_run_status(app: &TestApp, thread_id: &str, run_id: &str, statu
 async fn a_stream_follows_the_reference_order_for_values_updates_messages_and_debug() {
     let app = spawn_app().await;
     let thread_id = app.create_thread().await;
-    let mut reader = stream_run(
-        &app,
-        &thread_id,
-        weather(&["values", "updates", "messages-tuple", "debug"]),
-    )
-    .await;
+    let mut reader = app
+        .stream_run(
+            &thread_id,
+            weather(&["values", "updates", "messages-tuple", "debug"]),
+        )
+        .await;
     assert_eq!(
         reader.header("content-type"),
         "text/event-stream; charset=utf-8"
@@ -209,14 +183,14 @@ async fn a_stream_follows_the_reference_order_for_values_updates_messages_and_de
 async fn legacy_messages_tasks_checkpoints_and_events_modes_have_their_shapes() {
     let app = spawn_app().await;
     let thread_id = app.create_thread().await;
-    let events = stream_run(
-        &app,
-        &thread_id,
-        weather(&["messages", "tasks", "checkpoints", "events"]),
-    )
-    .await
-    .collect()
-    .await;
+    let events = app
+        .stream_run(
+            &thread_id,
+            weather(&["messages", "tasks", "checkpoints", "events"]),
+        )
+        .await
+        .collect()
+        .await;
 
     // Legacy messages: metadata once per message id, whole messages complete, the streamed
     // answer as partials whose text grows.
@@ -330,9 +304,7 @@ async fn legacy_messages_tasks_checkpoints_and_events_modes_have_their_shapes() 
 async fn custom_events_reach_the_stream_in_order() {
     let app = spawn_app().await;
     let thread_id = app.create_thread().await;
-    let events = stream_run(
-        &app,
-        &thread_id,
+    let events = app.stream_run(&thread_id,
         json!({"assistant_id": "emitter", "input": {}, "config": {"configurable": {"events": 5}}, "stream_mode": ["custom", "updates"]}),
     )
     .await
@@ -355,7 +327,7 @@ async fn resumable_ids_increase_and_last_event_id_resumes_exactly_after_it() {
     let thread_id = app.create_thread().await;
     let mut body = weather(&["values", "updates", "messages-tuple"]);
     body["stream_resumable"] = json!(true);
-    let mut reader = stream_run(&app, &thread_id, body).await;
+    let mut reader = app.stream_run(&thread_id, body).await;
     let run_id = run_of(&reader);
     let live = reader.collect().await;
     let ids: Vec<u64> = live
@@ -365,7 +337,8 @@ async fn resumable_ids_increase_and_last_event_id_resumes_exactly_after_it() {
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
 
     // The run has ended; its events are retained. `-` replays everything.
-    let all = join_stream(&app, &thread_id, &run_id, Some("-"))
+    let all = app
+        .join_stream(&thread_id, &run_id, Some("-"))
         .await
         .collect()
         .await;
@@ -375,7 +348,9 @@ async fn resumable_ids_increase_and_last_event_id_resumes_exactly_after_it() {
             .collect::<Vec<_>>(),
         ids
     );
-    let huge = join_stream(&app, &thread_id, &run_id, Some(&u64::MAX.to_string())).await;
+    let huge = app
+        .join_stream(&thread_id, &run_id, Some(&u64::MAX.to_string()))
+        .await;
     assert!({
         let mut huge = huge;
         huge.collect().await
@@ -388,7 +363,8 @@ async fn resumable_ids_increase_and_last_event_id_resumes_exactly_after_it() {
         ids.len() as u64 - 1,
         ids.len() as u64,
     ] {
-        let resumed = join_stream(&app, &thread_id, &run_id, Some(&after.to_string()))
+        let resumed = app
+            .join_stream(&thread_id, &run_id, Some(&after.to_string()))
             .await
             .collect()
             .await;
@@ -411,7 +387,7 @@ async fn resumable_ids_increase_and_last_event_id_resumes_exactly_after_it() {
 async fn a_reconnect_during_the_run_gets_every_later_event_exactly_once() {
     let app = spawn_app().await;
     let thread_id = app.create_thread().await;
-    let mut first = stream_run(&app, &thread_id, gated("hello", "resume", json!({"stream_resumable": true, "stream_mode": ["values", "updates", "messages-tuple"]}))).await;
+    let mut first = app.stream_run(&thread_id, gated("hello", "resume", json!({"stream_resumable": true, "stream_mode": ["values", "updates", "messages-tuple"]}))).await;
     let run_id = run_of(&first);
     let mut seen = vec![];
     // metadata and the input values arrive before the gate.
@@ -421,7 +397,7 @@ async fn a_reconnect_during_the_run_gets_every_later_event_exactly_once() {
     app.gates.arrivals("resume", 1).await;
     drop(first);
     let last = seen.last().unwrap().id.unwrap().to_string();
-    let mut second = join_stream(&app, &thread_id, &run_id, Some(&last)).await;
+    let mut second = app.join_stream(&thread_id, &run_id, Some(&last)).await;
     app.gates.open("resume");
     seen.extend(second.collect().await);
     let ids: Vec<u64> = seen.iter().map(|event| event.id.unwrap()).collect();
@@ -446,7 +422,7 @@ async fn a_late_joiner_gets_the_replay_buffer_then_live_events_and_a_filter() {
         .await;
     let run_id = run_id(&reply);
     app.gates.arrivals("late", 1).await;
-    let mut everything = join_stream(&app, &thread_id, &run_id, None).await;
+    let mut everything = app.join_stream(&thread_id, &run_id, None).await;
     let mut updates_only = open(
         &app,
         reqwest::Method::GET,
@@ -459,7 +435,7 @@ async fn a_late_joiner_gets_the_replay_buffer_then_live_events_and_a_filter() {
     // While the run waits at its gate, heartbeats keep the stream alive.
     assert_eq!(everything.raw_chunk().await, b": heartbeat\r\n\r\n");
     // A Last-Event-ID means nothing without ids: such a join still gets the replay buffer.
-    let mut with_id = join_stream(&app, &thread_id, &run_id, Some("3")).await;
+    let mut with_id = app.join_stream(&thread_id, &run_id, Some("3")).await;
     assert_eq!(with_id.next().await.unwrap().name, "metadata");
     assert_eq!(with_id.next().await.unwrap().name, "values");
     app.gates.open("late");
@@ -471,13 +447,15 @@ async fn a_late_joiner_gets_the_replay_buffer_then_live_events_and_a_filter() {
         ["metadata", "updates", "updates"]
     );
     // A finished run that was not resumable keeps nothing: the join ends at once, empty.
-    assert!(join_stream(&app, &thread_id, &run_id, None)
+    assert!(app
+        .join_stream(&thread_id, &run_id, None)
         .await
         .collect()
         .await
         .is_empty());
     // An unknown run: one error event.
-    let unknown = join_stream(&app, &thread_id, &uuid(), None)
+    let unknown = app
+        .join_stream(&thread_id, &uuid(), None)
         .await
         .collect()
         .await;
@@ -494,12 +472,12 @@ async fn on_disconnect_cancel_interrupts_the_run_and_continue_keeps_it() {
     let app = spawn_app().await;
     // POST …/runs/stream with on_disconnect cancel.
     let cancelled = app.create_thread().await;
-    let mut reader = stream_run(
-        &app,
-        &cancelled,
-        gated("bye", "cancel", json!({"on_disconnect": "cancel"})),
-    )
-    .await;
+    let mut reader = app
+        .stream_run(
+            &cancelled,
+            gated("bye", "cancel", json!({"on_disconnect": "cancel"})),
+        )
+        .await;
     let run = run_of(&reader);
     assert_eq!(reader.next().await.unwrap().name, "metadata");
     app.gates.arrivals("cancel", 1).await;
@@ -523,7 +501,9 @@ async fn on_disconnect_cancel_interrupts_the_run_and_continue_keeps_it() {
 
     // The default (continue): the run goes on and succeeds.
     let kept = app.create_thread().await;
-    let mut reader = stream_run(&app, &kept, gated("stay", "continue", json!({}))).await;
+    let mut reader = app
+        .stream_run(&kept, gated("stay", "continue", json!({})))
+        .await;
     let run = run_of(&reader);
     assert_eq!(reader.next().await.unwrap().name, "metadata");
     app.gates.arrivals("continue", 1).await;
@@ -578,16 +558,18 @@ async fn on_disconnect_cancel_interrupts_the_run_and_continue_keeps_it() {
 async fn a_rolled_back_run_s_stream_ends_cleanly_and_promptly() {
     let app = spawn_app().await;
     let thread_id = app.create_thread().await;
-    let mut first = stream_run(&app, &thread_id, gated("first", "never", json!({}))).await;
+    let mut first = app
+        .stream_run(&thread_id, gated("first", "never", json!({})))
+        .await;
     let first_run = run_of(&first);
     assert_eq!(first.next().await.unwrap().name, "metadata");
     app.gates.arrivals("never", 1).await;
-    let mut second = stream_run(
-        &app,
-        &thread_id,
-        gated("second", "open", json!({"multitask_strategy": "rollback"})),
-    )
-    .await;
+    let mut second = app
+        .stream_run(
+            &thread_id,
+            gated("second", "open", json!({"multitask_strategy": "rollback"})),
+        )
+        .await;
     // The first stream ends without an error event, while its gate is still closed.
     let rest = first.collect().await;
     assert!(
@@ -613,7 +595,9 @@ async fn interrupted_deleted_and_cancelled_runs_end_their_streams_without_an_err
     {
         let thread_id = app.create_thread().await;
         let gate = format!("held-{index}");
-        let mut reader = stream_run(&app, &thread_id, gated("held", &gate, json!({}))).await;
+        let mut reader = app
+            .stream_run(&thread_id, gated("held", &gate, json!({})))
+            .await;
         let run = run_of(&reader);
         assert_eq!(reader.next().await.unwrap().name, "metadata");
         app.gates.arrivals(&gate, 1).await;
@@ -652,15 +636,13 @@ async fn a_stalled_subscriber_is_cut_off_and_the_others_get_everything() {
     // 64 MB of events, 4 per millisecond: far more than the socket buffers between the server
     // and a client that does not read, at a pace a reading client keeps up with.
     let count = 4000;
-    let mut stalled = stream_run(
-        &app,
-        &thread_id,
+    let mut stalled = app.stream_run(&thread_id,
         json!({"assistant_id": "emitter", "input": {}, "config": {"configurable": {"events": count, "size": 16384, "gate": "big", "burst": 4}}, "stream_mode": ["custom"]}),
     )
     .await;
     let run = run_of(&stalled);
     app.gates.arrivals("big", 1).await;
-    let mut reader = join_stream(&app, &thread_id, &run, None).await;
+    let mut reader = app.join_stream(&thread_id, &run, None).await;
     assert_eq!(reader.next().await.unwrap().name, "metadata");
     app.gates.open("big");
     let read = reader.collect().await;
@@ -732,7 +714,7 @@ async fn wait_keeps_the_connection_alive_and_reports_errors() {
         json!({"__error__": {"error": "ValueError", "message": "the fault node failed on purpose"}})
     );
     // The stream of a failing run ends with the error event.
-    let events = stream_run(&app, &thread_id, json!({"assistant_id": "faulty", "input": {}, "config": {"configurable": {"fault": "error"}}}))
+    let events = app.stream_run(&thread_id, json!({"assistant_id": "faulty", "input": {}, "config": {"configurable": {"fault": "error"}}}))
         .await
         .collect()
         .await;

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, TestApp};
-use crate::sse::{names, SseReader};
+use crate::sse::names;
 
 fn ask(text: &str, extra: Value) -> Value {
     let mut body = json!({"assistant_id": "outer", "input": {"messages": [{"role": "user", "content": text}]}});
@@ -16,14 +16,7 @@ fn ask(text: &str, extra: Value) -> Value {
 }
 
 async fn stream(app: &TestApp, thread_id: &str, body: Value) -> Vec<crate::sse::SseEvent> {
-    let response = app
-        .client
-        .post(format!("{}/threads/{thread_id}/runs/stream", app.address))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    SseReader::new(response).collect().await
+    app.stream_run(thread_id, body).await.collect().await
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! The real `spindle` binary, for the SDK tests and the benchmarks: started on port 0 with the
 //! default config (or another settings file) and a fresh database in a temporary directory (or
-//! at a given path); its
-//! address is read from the start-up log line; killed on drop. It can be crashed (SIGKILL) and
-//! restarted on the same database. Included with `#[path]` by each user.
+//! at a given path); its address is read from the start-up log line; killed on drop. It can be
+//! crashed (SIGKILL) and restarted on the same database; `memory` reads a process's resident
+//! memory. Included with `#[path]` by each user.
 
+use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,6 +180,40 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The server's memory, in kB.
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(dead_code)] // Not every user reads both.
+pub struct Memory {
+    /// Resident now (`VmRSS`).
+    pub rss_kb: u64,
+    /// The largest resident size so far (`VmHWM`).
+    pub peak_kb: u64,
+}
+
+/// Reads the memory of process `pid` from `/proc/<pid>/status` (zeros if it is gone).
+#[allow(dead_code)] // Not every user needs it.
+pub fn memory(pid: u32) -> Memory {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(key)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    Memory {
+        rss_kb: field("VmRSS"),
+        peak_kb: field("VmHWM"),
     }
 }
 

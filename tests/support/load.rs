@@ -1,7 +1,7 @@
-//! Run load and server memory, shared by the memory benchmark (`benches/memory.rs`) and the soak
-//! test (`tests/soak.rs`), which include it with `#[path]`: the `agent` run each new thread gets,
-//! the mix of run operations a soak client loops over (`soak`), and the server's `VmRSS` and
-//! `VmHWM` read from `/proc/<pid>/status`. Every response is checked (status, no `__error__`, no
+//! Run load, shared by the memory benchmark (`benches/memory.rs`) and the soak test
+//! (`tests/soak.rs`), which include it with `#[path]` (next to `binary.rs`, whose `memory` it
+//! samples): the `agent` run each new thread gets, and the mix of run operations a soak client
+//! loops over (`soak`) with the server's memory sampled as it goes. Every response is checked (status, no `__error__`, no
 //! `error` event), so a failed operation is counted and its first failure kept, never hidden.
 
 use std::collections::VecDeque;
@@ -13,37 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The server's memory, in kB.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Memory {
-    /// Resident now (`VmRSS`).
-    pub rss_kb: u64,
-    /// The largest resident size so far (`VmHWM`).
-    pub peak_kb: u64,
-}
-
-/// Reads the memory of process `pid` (zeros if it is gone).
-pub fn memory(pid: u32) -> Memory {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(key)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
-    Memory {
-        rss_kb: field("VmRSS"),
-        peak_kb: field("VmHWM"),
-    }
-}
+use crate::binary::{memory, Memory};
 
 /// Kilobytes as megabytes (MiB), for printing.
 pub fn mb(kb: u64) -> f64 {
