@@ -7,8 +7,9 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::actors::ThreadError;
-use crate::domain::ValidationError;
-use crate::storage::StorageError;
+use crate::domain::ids::RunId;
+use crate::domain::{AlreadyExists, NotFound, ValidationError};
+use crate::storage::{StorageError, Unavailable};
 
 /// The detail of a 503 whose cause is internal (an actor that could not be reached).
 const BUSY_DETAIL: &str = "The server is temporarily unable to handle the request; retry shortly.";
@@ -22,10 +23,14 @@ pub enum ApiError {
     /// A request that contradicts itself or the thread's state (400).
     #[error("{0}")]
     BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
+    #[error("not found: {0:?}")]
+    NotFound(NotFound),
     #[error("Method Not Allowed")]
     MethodNotAllowed,
+    /// A create that names something that exists (409).
+    #[error("already exists: {0:?}")]
+    Exists(AlreadyExists),
+    /// A command refused because of the thread's runs in flight (409).
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -40,6 +45,92 @@ pub enum ApiError {
     /// A server fault; the client sees a generic message.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error about one item of a batch request; its status is the item's.
+    #[error("request body item {index}: {error}")]
+    InItem { index: usize, error: Box<ApiError> },
+}
+
+/// The words a client reads for something that was not found.
+fn not_found_detail(missing: &NotFound) -> String {
+    match missing {
+        NotFound::Route => "Not Found".into(),
+        NotFound::Thread(thread_id) => format!("Thread with ID {thread_id} not found"),
+        NotFound::Run(run_id) => format!("Run {run_id} not found"),
+        NotFound::Assistant(assistant_id) => format!("Assistant {assistant_id} not found"),
+        NotFound::AssistantToDelete(assistant_id) => {
+            format!("Assistant with ID {assistant_id} not found")
+        }
+        NotFound::AssistantVersion {
+            assistant_id,
+            version,
+        } => format!("Version {version} not found for assistant {assistant_id}"),
+        NotFound::Checkpoint(checkpoint_id) => format!("Checkpoint {checkpoint_id} not found"),
+        NotFound::CheckpointInThread {
+            checkpoint_id,
+            thread_id,
+        } => format!("Checkpoint {checkpoint_id} not found in thread {thread_id}"),
+        NotFound::ThreadOrAssistant => "Thread or assistant not found.".into(),
+        NotFound::Graph { graph_id, known } => {
+            let known: Vec<String> = known.iter().map(|id| format!("'{id}'")).collect();
+            format!(
+                "Graph '{graph_id}' not found. Expected one of: [{}]",
+                known.join(", ")
+            )
+        }
+        NotFound::GraphOfAssistant {
+            graph_id,
+            assistant_id,
+        } => format!(
+            "Graph '{graph_id}' of assistant {assistant_id} is not configured on this server"
+        ),
+        NotFound::RunsToCancel => "No runs found to cancel.".into(),
+        NotFound::RunsInFlightToCancel => "No matching runs to cancel. Please verify the thread ID and run IDs are correct, and the runs haven't been deleted or completed.".into(),
+    }
+}
+
+/// The words a client reads when the database cannot take a write now.
+fn unavailable_detail(cause: Unavailable) -> &'static str {
+    match cause {
+        Unavailable::Full => {
+            "the database is full (disk full or database.max_size_mb reached): \
+             nothing was written; free space or raise the limit, then retry"
+        }
+        Unavailable::Locked => {
+            "the database is locked by another process: nothing was written; retry later"
+        }
+    }
+}
+
+/// The words a client reads for a create that names something that exists.
+fn exists_detail(existing: &AlreadyExists) -> String {
+    match existing {
+        AlreadyExists::Thread(thread_id) => format!("Thread with ID {thread_id} already exists"),
+        AlreadyExists::Assistant(assistant_id) => {
+            format!("Assistant {assistant_id} already exists")
+        }
+    }
+}
+
+impl ApiError {
+    /// The `detail` a client reads. 5xx causes are logged, not shown.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::NotFound(missing) => not_found_detail(missing),
+            ApiError::Exists(existing) => exists_detail(existing),
+            ApiError::Internal(cause) => {
+                log::error!("request failed: {cause}");
+                "Internal Server Error".to_owned()
+            }
+            ApiError::Unavailable { detail, cause } => {
+                log::warn!("request refused, service unavailable: {cause}");
+                (*detail).to_owned()
+            }
+            ApiError::InItem { index, error } => {
+                format!("request body item {index}: {}", error.detail())
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 impl ResponseError for ApiError {
@@ -49,28 +140,19 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Exists(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InItem { error, .. } => error.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let detail = match self {
-            ApiError::Internal(cause) => {
-                log::error!("request failed: {cause}");
-                "Internal Server Error".to_owned()
-            }
-            ApiError::Unavailable { detail, cause } => {
-                log::warn!("request refused, service unavailable: {cause}");
-                (*detail).to_owned()
-            }
-            other => other.to_string(),
-        };
+        let detail = self.detail();
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable { .. }) {
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         response.json(json!({ "detail": detail }))
@@ -80,10 +162,12 @@ impl ResponseError for ApiError {
 impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
         match error {
-            ValidationError::InvalidId { .. } | ValidationError::Invalid(_) => {
-                ApiError::Validation(error.to_string())
+            ValidationError::InvalidId { kind } => {
+                ApiError::Validation(format!("Invalid {kind} ID: must be a UUID"))
             }
+            ValidationError::Invalid(message) => ApiError::Validation(message),
             ValidationError::BadRequest(message) => ApiError::BadRequest(message),
+            ValidationError::Unsupported(message) => ApiError::NotImplemented(message),
         }
     }
 }
@@ -91,11 +175,11 @@ impl From<ValidationError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
         match error {
-            StorageError::NotFound(message) => ApiError::NotFound(message),
-            StorageError::Conflict(message) => ApiError::Conflict(message),
+            StorageError::NotFound(missing) => ApiError::NotFound(missing),
+            StorageError::Conflict(existing) => ApiError::Exists(existing),
             other => match other.unavailable() {
                 Some(unavailable) => ApiError::Unavailable {
-                    detail: unavailable.detail(),
+                    detail: unavailable_detail(unavailable),
                     cause: format!("{other:#}"),
                 },
                 None => ApiError::Internal(format!("{other:#}")),
@@ -107,9 +191,23 @@ impl From<StorageError> for ApiError {
 impl From<ThreadError> for ApiError {
     fn from(error: ThreadError) -> Self {
         match error {
-            ThreadError::Busy => ApiError::Conflict(error.to_string()),
-            ThreadError::Conflict(message) => ApiError::Conflict(message),
-            ThreadError::BadRequest(message) => ApiError::BadRequest(message),
+            ThreadError::Busy => ApiError::Conflict(
+                "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.".into(),
+            ),
+            ThreadError::InFlight { thread_id, runs } => {
+                let listed: Vec<String> = runs.iter().map(RunId::to_string).collect();
+                ApiError::Conflict(format!(
+                    "Thread {thread_id} has in-flight runs: [{}]",
+                    listed.join(", ")
+                ))
+            }
+            ThreadError::NoGraph(thread_id) => ApiError::BadRequest(format!(
+                "Thread '{thread_id}' has no assigned graph ID. Run the thread first or create it with metadata.graph_id."
+            )),
+            ThreadError::GraphNotServed(graph_id) => ApiError::BadRequest(format!(
+                "Graph '{graph_id}' is not configured on this server"
+            )),
+            ThreadError::InvalidUpdate(message) => ApiError::BadRequest(message),
             ThreadError::Storage(storage) => ApiError::from(storage),
             ThreadError::Retired => ApiError::Unavailable {
                 detail: BUSY_DETAIL,
@@ -129,5 +227,31 @@ impl From<actix::MailboxError> for ApiError {
             detail: BUSY_DETAIL,
             cause: format!("actor mailbox: {error}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::ThreadId;
+
+    #[test]
+    fn a_non_uuid_id_is_a_422_naming_its_kind() {
+        let error = ApiError::from(ThreadId::parse("nope").unwrap_err());
+        assert_eq!(error.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error.detail(), "Invalid thread ID: must be a UUID");
+    }
+
+    #[test]
+    fn an_item_of_a_batch_keeps_its_status_and_names_its_index() {
+        let error = ApiError::InItem {
+            index: 2,
+            error: Box::new(ApiError::NotFound(NotFound::ThreadOrAssistant)),
+        };
+        assert_eq!(error.status_code(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            error.detail(),
+            "request body item 2: Thread or assistant not found."
+        );
     }
 }

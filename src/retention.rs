@@ -1,5 +1,5 @@
 //! The retention sweeper: a task that, every `retention.sweep_interval_seconds`, deletes or prunes
-//! the threads nobody has updated for `retention.thread_idle_days` (see `Db::sweep`: bounded
+//! the threads nobody has updated for `retention.thread_idle_days` (see `SharedStore::sweep`: bounded
 //! batches, threads with runs in flight left alone). Started by `startup.rs` when retention is
 //! on; it runs on the arbiter that starts it until the actix System stops. Owns no state.
 
@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use crate::config::{RetentionAction, RetentionSettings};
 use crate::domain::time::Timestamp;
-use crate::storage::{Db, PruneAction, PruneCounts, StorageError};
+use crate::storage::{PruneAction, PruneCounts, SharedStore, StorageError};
 
 /// Sweeps idle threads on a timer.
 pub struct Sweeper {
-    db: Db,
+    store: SharedStore,
     /// Threads not updated for this long are swept.
     idle: Duration,
     action: PruneAction,
@@ -20,14 +20,14 @@ pub struct Sweeper {
 
 impl Sweeper {
     /// The sweeper the settings ask for, or `None` when retention is off.
-    pub fn new(db: Db, settings: &RetentionSettings) -> Option<Sweeper> {
+    pub fn new(store: SharedStore, settings: &RetentionSettings) -> Option<Sweeper> {
         let idle = settings.thread_idle()?;
         let action = match settings.action {
             RetentionAction::Delete => PruneAction::Delete,
             RetentionAction::Prune => PruneAction::KeepLatest(settings.keep_checkpoints.max(1)),
         };
         Some(Sweeper {
-            db,
+            store,
             idle,
             action,
             interval: settings.sweep_interval(),
@@ -66,7 +66,7 @@ impl Sweeper {
         let Some(cutoff) = Timestamp::now().plus_seconds(-self.idle.as_secs_f64()) else {
             return Ok(PruneCounts::default());
         };
-        self.db.sweep(cutoff, self.action).await
+        self.store.sweep(cutoff, self.action).await
     }
 }
 

@@ -18,14 +18,15 @@ use crate::config::Settings;
 use crate::graph::nodes::NativeNodes;
 use crate::graph::GraphRegistry;
 use crate::http::{self, AppState};
-use crate::storage::Db;
+use crate::storage::sqlite::SqliteStore;
+use crate::storage::SharedStore;
 use crate::stream::StreamHub;
 
 /// A built server, bound to its port, not yet running.
 pub struct Application {
     port: u16,
     server: Server,
-    db: Db,
+    store: SharedStore,
     registry: Addr<ThreadRegistry>,
     /// Raised at shutdown: runs are refused and none starts.
     draining: Arc<AtomicBool>,
@@ -55,19 +56,21 @@ impl Application {
         let graphs = Arc::new(graphs);
 
         let database = &settings.database;
-        let db = Db::open(
-            &database.path,
-            database.readers,
-            Duration::from_millis(database.busy_timeout_ms),
-            (database.max_size_mb > 0).then(|| database.max_size_mb * 1024 * 1024),
-        )
-        .with_context(|| format!("cannot open the database {}", database.path.display()))?;
+        let store: SharedStore = Arc::new(
+            SqliteStore::open(
+                &database.path,
+                database.readers,
+                Duration::from_millis(database.busy_timeout_ms),
+                (database.max_size_mb > 0).then(|| database.max_size_mb * 1024 * 1024),
+            )
+            .with_context(|| format!("cannot open the database {}", database.path.display()))?,
+        );
         log::info!(
             "database ready path={} readers={}",
             database.path.display(),
             database.readers
         );
-        let created = db.ensure_system_assistants(graph_ids).await?;
+        let created = store.ensure_system_assistants(graph_ids).await?;
         if created > 0 {
             log::info!("system assistants created count={created}");
         }
@@ -78,7 +81,7 @@ impl Application {
         let hub = Arc::new(StreamHub::new(settings.stream.limits()));
         let draining = Arc::new(AtomicBool::new(false));
         let registry = ThreadRegistry::new(
-            db.clone(),
+            store.clone(),
             graphs.clone(),
             arbiters.iter().map(Arbiter::handle).collect(),
             hub.clone(),
@@ -94,15 +97,15 @@ impl Application {
             },
         )
         .start();
-        let stranded = db.settle_stranded_threads().await?;
+        let stranded = store.settle_stranded_threads().await?;
         if stranded > 0 {
             log::warn!("threads marked busy with no run in flight settled count={stranded}");
         }
-        if let Some(sweeper) = crate::retention::Sweeper::new(db.clone(), &settings.retention) {
+        if let Some(sweeper) = crate::retention::Sweeper::new(store.clone(), &settings.retention) {
             sweeper.start();
         }
         // Threads with pending or running runs get their actor now, which resumes their queue.
-        let in_flight = db.threads_in_flight().await?;
+        let in_flight = store.threads_in_flight().await?;
         if !in_flight.is_empty() {
             log::info!(
                 "recovering threads with runs in flight count={}",
@@ -116,7 +119,7 @@ impl Application {
         let server_settings = &settings.server;
         let body_limit = server_settings.body_limit_bytes;
         let state = web::Data::new(AppState {
-            db: db.clone(),
+            store: store.clone(),
             registry: registry.clone(),
             graphs,
             body_limit,
@@ -166,7 +169,7 @@ impl Application {
         Ok(Application {
             port,
             server,
-            db,
+            store,
             registry,
             draining,
             grace: server_settings.shutdown_grace(),
@@ -179,9 +182,9 @@ impl Application {
         self.port
     }
 
-    /// The database handle (tests inspect storage through it).
-    pub fn db(&self) -> Db {
-        self.db.clone()
+    /// The store (tests inspect storage through it).
+    pub fn store(&self) -> SharedStore {
+        self.store.clone()
     }
 
     /// The thread registry.

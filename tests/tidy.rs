@@ -82,16 +82,24 @@ fn domain_and_graph_know_nothing_of_actors_http_or_sqlite() {
 }
 
 #[test]
-fn only_storage_names_rusqlite() {
+fn only_the_sqlite_backend_names_rusqlite_and_only_startup_names_the_backend() {
+    let backend = root().join("src/storage/sqlite");
     for file in rust_files(&root().join("src")) {
-        let in_storage = file.starts_with(root().join("src/storage"));
-        if !in_storage {
-            assert!(
-                !code_of(&file).contains("rusqlite"),
-                "{} names rusqlite",
-                file.display()
-            );
+        if file.starts_with(&backend) {
+            continue;
         }
+        let code = code_of(&file);
+        assert!(
+            !code.contains("rusqlite"),
+            "{} names rusqlite",
+            file.display()
+        );
+        let names_backend = code.contains("storage::sqlite") || code.contains("SqliteStore");
+        assert!(
+            !names_backend || file.ends_with("src/startup.rs"),
+            "{} names the SQLite backend; only startup.rs may",
+            file.display()
+        );
     }
 }
 

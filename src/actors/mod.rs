@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use actix::MailboxError;
 
+use crate::domain::ids::{RunId, ThreadId};
 use crate::domain::run::RunError;
 use crate::domain::JsonMap;
 use crate::storage::StorageError;
@@ -36,14 +37,23 @@ pub use thread_registry::{GetThread, LiveThreads, Shutdown, ShutdownReport, Thre
 #[derive(Debug, thiserror::Error)]
 pub enum ThreadError {
     /// `multitask_strategy: reject` while runs are in flight (409).
-    #[error("Thread is already running a task. Wait for it to finish or choose a different multitask strategy.")]
+    #[error("the thread is busy and the run's strategy is reject")]
     Busy,
-    /// The command conflicts with the thread's runs (409).
+    /// A state update while these runs are in flight (409).
+    #[error("thread {thread_id} has runs in flight: {runs:?}")]
+    InFlight {
+        thread_id: ThreadId,
+        runs: Vec<RunId>,
+    },
+    /// A state update on a thread that no run has assigned a graph to (400).
+    #[error("thread {0} has no graph")]
+    NoGraph(ThreadId),
+    /// The thread's graph is not served here (400).
+    #[error("graph {0} is not served")]
+    GraphNotServed(String),
+    /// The engine refused a state update; the text says why (400).
     #[error("{0}")]
-    Conflict(String),
-    /// The command is invalid for this thread (400).
-    #[error("{0}")]
-    BadRequest(String),
+    InvalidUpdate(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// The thread actor could not be reached.

@@ -25,7 +25,7 @@ use crate::graph::executor::{
     self, Begin, CheckpointSink, Command, Finish, Halt, RunPlan, DEFAULT_RECURSION_LIMIT,
 };
 use crate::graph::Graph;
-use crate::storage::{Db, StorageError};
+use crate::storage::{SharedStore, StorageError};
 use crate::stream::RunStream;
 
 /// Applies the run's input and marks it `running` (with `recovered`: continues a run a crash
@@ -65,7 +65,7 @@ pub struct Die;
 pub struct RunActor {
     run: Run,
     graph: Arc<Graph>,
-    db: Db,
+    store: SharedStore,
     thread: Addr<ThreadActor>,
     /// The graph task, once started; aborted on stop.
     execution: Option<AbortHandle>,
@@ -85,7 +85,7 @@ impl RunActor {
     pub fn new(
         run: Run,
         graph: Arc<Graph>,
-        db: Db,
+        store: SharedStore,
         thread: Addr<ThreadActor>,
         stream: Arc<RunStream>,
         limits: RunLimits,
@@ -93,7 +93,7 @@ impl RunActor {
         Self {
             run,
             graph,
-            db,
+            store,
             thread,
             execution: None,
             stop_requested: false,
@@ -162,7 +162,7 @@ impl RunActor {
 
     fn spawn_execution(&mut self, plan: RunPlan, begin: Begin, ctx: &mut Context<Self>) {
         let mut sink = DbSink {
-            db: self.db.clone(),
+            store: self.store.clone(),
             attempt: self.attempt,
         };
         let limit = self.limits.run;
@@ -260,7 +260,7 @@ impl Handler<BeginRun> for RunActor {
 
     fn handle(&mut self, message: BeginRun, _: &mut Context<Self>) -> Self::Result {
         let plan = self.plan();
-        let db = self.db.clone();
+        let store = self.store.clone();
         let thread_id = self.run.thread_id;
         let run_id = self.run.run_id;
         let fork_from = self.run.kwargs.checkpoint_id;
@@ -273,20 +273,21 @@ impl Handler<BeginRun> for RunActor {
             // it began without writing any, and beginning again is the same.
             let recovered_attempt = if recovered {
                 Some(
-                    db.start_run(run_id, vec![], true)
+                    store
+                        .start_run(run_id, vec![], true)
                         .await
                         .map_err(storage_failure)?,
                 )
             } else {
                 None
             };
-            let head = db.head(thread_id).await.map_err(storage_failure)?;
+            let head = store.head(thread_id).await.map_err(storage_failure)?;
             // The head is this run's own when it continues: after a crash, or when a shutdown
             // stopped it and put it back to pending (its earlier attempt has stopped).
             if let Some(own) = head.as_ref().filter(|head| head.run_id == Some(run_id)) {
                 let attempt = match recovered_attempt {
                     Some(attempt) => attempt,
-                    None => db
+                    None => store
                         .start_run(run_id, vec![], false)
                         .await
                         .map_err(storage_failure)?,
@@ -304,7 +305,8 @@ impl Handler<BeginRun> for RunActor {
             }
             let base = match fork_from {
                 Some(checkpoint_id) => Some(
-                    db.checkpoint(thread_id, String::new(), checkpoint_id)
+                    store
+                        .checkpoint(thread_id, String::new(), checkpoint_id)
                         .await
                         .map_err(storage_failure)?
                         .ok_or_else(|| {
@@ -321,13 +323,14 @@ impl Handler<BeginRun> for RunActor {
             let attempt = match recovered_attempt {
                 Some(attempt) => {
                     for checkpoint in &start {
-                        db.save_checkpoint(checkpoint.clone(), attempt)
+                        store
+                            .save_checkpoint(checkpoint.clone(), attempt)
                             .await
                             .map_err(storage_failure)?;
                     }
                     attempt
                 }
-                None => db
+                None => store
                     .start_run(run_id, start.clone(), false)
                     .await
                     .map_err(storage_failure)?,
@@ -393,13 +396,13 @@ impl Handler<StopRun> for RunActor {
 /// Persists an attempt's checkpoints through the fenced writer.
 #[derive(Clone)]
 struct DbSink {
-    db: Db,
+    store: SharedStore,
     attempt: u32,
 }
 
 impl CheckpointSink for DbSink {
     fn save(&mut self, checkpoint: Checkpoint) -> BoxFuture<'static, Result<(), Halt>> {
-        let saved = self.db.save_checkpoint(checkpoint, self.attempt);
+        let saved = self.store.save_checkpoint(checkpoint, self.attempt);
         Box::pin(async move {
             saved.await.map_err(|error| match error {
                 StorageError::Fenced => Halt::Fenced,

@@ -29,9 +29,9 @@ use crate::domain::multitask::{decide, CancelAction, Decision};
 use crate::domain::run::{IfNotExists, NewRun, Run, RunError, RunStatus};
 use crate::domain::thread::ThreadStatus;
 use crate::domain::time::Timestamp;
-use crate::domain::JsonMap;
+use crate::domain::{JsonMap, NotFound};
 use crate::graph::{emit, executor, GraphRegistry};
-use crate::storage::{Db, FinishRun, InsertRun, StorageError, Unavailable};
+use crate::storage::{FinishRun, InsertRun, SharedStore, StorageError, Unavailable};
 use crate::stream::{StreamHub, Subscription};
 
 type Step<T> = LocalBoxActorFuture<ThreadActor, T>;
@@ -218,7 +218,7 @@ struct ActiveRun {
 /// The actor of one thread.
 pub struct ThreadActor {
     thread_id: ThreadId,
-    db: Db,
+    store: SharedStore,
     graphs: Arc<GraphRegistry>,
     /// The run executing now, if any.
     active: Option<ActiveRun>,
@@ -258,7 +258,7 @@ impl ThreadActor {
     /// A thread actor; its state is loaded from SQLite when it starts.
     pub fn new(
         thread_id: ThreadId,
-        db: Db,
+        store: SharedStore,
         graphs: Arc<GraphRegistry>,
         hub: Arc<StreamHub>,
         registry: Addr<ThreadRegistry>,
@@ -266,7 +266,7 @@ impl ThreadActor {
     ) -> Self {
         Self {
             thread_id,
-            db,
+            store,
             graphs,
             active: None,
             queue: Vec::new(),
@@ -473,12 +473,7 @@ impl ThreadActor {
         }
         let run = self.queue.remove(0);
         let run_id = run.run_id;
-        let graph_id = run
-            .metadata
-            .get("graph_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let graph_id = run.graph_id.clone();
         let Some(graph) = self.graphs.get(&graph_id) else {
             let error = RunError::new(
                 "ValueError",
@@ -491,8 +486,15 @@ impl ThreadActor {
         };
         let stream = self.hub.open(run_id, run.kwargs.resumable);
         let limits = self.settings.limits;
-        let run_actor =
-            RunActor::new(run, graph, self.db.clone(), ctx.address(), stream, limits).start();
+        let run_actor = RunActor::new(
+            run,
+            graph,
+            self.store.clone(),
+            ctx.address(),
+            stream,
+            limits,
+        )
+        .start();
         let recovered = self.recovered.remove(&run_id);
         let begin = run_actor.send(BeginRun { recovered });
         wrap_future(begin)
@@ -558,10 +560,10 @@ impl ThreadActor {
             outcome,
             write,
         };
-        let (db, thread_id, write) = (self.db.clone(), self.thread_id, ended.write.clone());
+        let (store, thread_id, write) = (self.store.clone(), self.thread_id, ended.write.clone());
         let recorded = async move {
             with_retries_until_unavailable("record run end", || {
-                record_end(db.clone(), thread_id, write.clone())
+                record_end(store.clone(), thread_id, write.clone())
             })
             .await
         };
@@ -632,12 +634,12 @@ impl ThreadActor {
             self.thread_id
         );
         self.stalled.push((ended.run_id, cause));
-        let (db, thread_id, write) = (self.db.clone(), self.thread_id, ended.write.clone());
+        let (store, thread_id, write) = (self.store.clone(), self.thread_id, ended.write.clone());
         let retried = async move {
             let mut delay = Duration::from_millis(100);
             loop {
                 tokio::time::sleep(delay).await;
-                match record_end(db.clone(), thread_id, write.clone()).await {
+                match record_end(store.clone(), thread_id, write.clone()).await {
                     Err(error) if error.is_unavailable() => {
                         delay = (delay * 2).min(STALL_RETRY_MAX);
                     }
@@ -657,12 +659,12 @@ impl ThreadActor {
             // Someone queued more runs on this thread: it is no longer only the stateless run's.
             return self.start_next(ctx);
         }
-        let db = self.db.clone();
+        let store = self.store.clone();
         let thread_id = self.thread_id;
         // A full or locked database leaves the thread behind (retention can sweep it) rather
         // than holding every command to it.
         wrap_future(async move {
-            with_retries_until_unavailable("delete thread", || db.delete_thread(thread_id)).await
+            with_retries_until_unavailable("delete thread", || store.delete_thread(thread_id)).await
         })
         .map(move |result, actor: &mut Self, _| match result {
             Ok(()) => {
@@ -688,8 +690,8 @@ impl ThreadActor {
     /// settings say to fail it or it has used up its attempts.
     fn recover(&mut self) -> Step<()> {
         let thread_id = self.thread_id;
-        let db = self.db.clone();
-        wrap_future(async move { with_retries("load runs", || db.in_flight_runs(thread_id)).await })
+        let store = self.store.clone();
+        wrap_future(async move { with_retries("load runs", || store.in_flight_runs(thread_id)).await })
             .then(move |result, actor: &mut Self, ctx| {
                 let runs = match result {
                     Ok(runs) => runs,
@@ -800,13 +802,15 @@ impl Supervised for ThreadActor {
 
 /// Writes a run's end (or settles the thread); returns the thread's new status.
 async fn record_end(
-    db: Db,
+    store: SharedStore,
     thread_id: ThreadId,
     write: EndWrite,
 ) -> Result<ThreadStatus, StorageError> {
     match write {
-        EndWrite::Finish(finish) => db.finish_run(finish).await,
-        EndWrite::Settle { in_flight_after } => db.settle_thread(thread_id, in_flight_after).await,
+        EndWrite::Finish(finish) => store.finish_run(finish).await,
+        EndWrite::Settle { in_flight_after } => {
+            store.settle_thread(thread_id, in_flight_after).await
+        }
     }
 }
 
@@ -848,12 +852,12 @@ impl Handler<SubmitRun> for ThreadActor {
         let insert = InsertRun {
             create_thread_metadata: (new_run.if_not_exists == IfNotExists::Create)
                 .then(|| new_run.thread_metadata.clone()),
-            graph_id: new_run.graph_id.clone(),
             stop: stop.clone(),
             run: Run {
                 run_id: new_run.run_id,
                 thread_id: new_run.thread_id,
                 assistant_id: new_run.assistant_id,
+                graph_id: new_run.graph_id,
                 metadata: new_run.metadata,
                 status: RunStatus::Pending,
                 kwargs: new_run.kwargs,
@@ -862,9 +866,9 @@ impl Handler<SubmitRun> for ThreadActor {
                 updated_at: new_run.created_at,
             },
         };
-        let db = self.db.clone();
+        let store = self.store.clone();
         let steps = stopping
-            .then(move |(), _, _| wrap_future(db.insert_run(insert)))
+            .then(move |(), _, _| wrap_future(store.insert_run(insert)))
             .then(move |inserted, actor: &mut Self, ctx| match inserted {
                 Err(error) => {
                     if stop
@@ -959,7 +963,7 @@ impl Handler<CancelRuns> for ThreadActor {
             fut::ready(()).boxed_local()
         };
         let in_flight_after = in_flight.len() > targets.len();
-        let stopped = self.db.stop_runs(
+        let stopped = self.store.stop_runs(
             self.thread_id,
             message.action,
             targets.clone(),
@@ -1007,7 +1011,9 @@ impl Handler<DeleteRun> for ThreadActor {
             fut::ready(()).boxed_local()
         };
         let in_flight_after = in_flight.iter().any(|other| *other != run_id);
-        let deleted = self.db.delete_run(self.thread_id, run_id, in_flight_after);
+        let deleted = self
+            .store
+            .delete_run(self.thread_id, run_id, in_flight_after);
         let steps = stopping.then(move |(), _, _| wrap_future(deleted)).then(
             move |result, actor: &mut Self, ctx| match result {
                 Ok(()) => {
@@ -1043,7 +1049,7 @@ impl Handler<DeleteThread> for ThreadActor {
         let had_active = self.active.is_some();
         let in_flight = self.in_flight();
         let stopping = self.stop_active();
-        let deleted = self.db.delete_thread(self.thread_id);
+        let deleted = self.store.delete_thread(self.thread_id);
         let steps = stopping.then(move |(), _, _| wrap_future(deleted)).map(
             move |result, actor: &mut Self, ctx| match result {
                 Ok(()) => {
@@ -1081,57 +1087,57 @@ impl Handler<UpdateState> for ThreadActor {
         let thread_id = self.thread_id;
         let in_flight = self.in_flight();
         if !in_flight.is_empty() {
-            let listed = in_flight
-                .iter()
-                .map(RunId::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            return AtomicResponse::new(Box::pin(fut::ready(Err(ThreadError::Conflict(format!(
-                "Thread {thread_id} has in-flight runs: [{listed}]"
-            ))))));
+            return AtomicResponse::new(Box::pin(fut::ready(Err(ThreadError::InFlight {
+                thread_id,
+                runs: in_flight,
+            }))));
         }
-        let db = self.db.clone();
+        let store = self.store.clone();
         let checkpoint_id = message.checkpoint_id;
         let reads = async move {
-            let thread = db.get_thread(thread_id).await?;
+            let thread = store.get_thread(thread_id).await?;
             let base = match checkpoint_id {
                 Some(checkpoint_id) => Some(
-                    db.checkpoint(thread_id, String::new(), checkpoint_id)
+                    store
+                        .checkpoint(thread_id, String::new(), checkpoint_id)
                         .await?
-                        .ok_or_else(|| {
-                            StorageError::NotFound(format!("Checkpoint {checkpoint_id} not found"))
-                        })?,
+                        .ok_or(StorageError::NotFound(NotFound::Checkpoint(checkpoint_id)))?,
                 ),
-                None => db.head(thread_id).await?,
+                None => store.head(thread_id).await?,
             };
             Ok::<_, StorageError>((thread, base))
         };
         let steps = wrap_future(reads).then(move |result, actor: &mut Self, _| {
-            let prepared = result.map_err(ThreadError::from).and_then(|(thread, base)| {
-                let graph_id = thread.metadata.get("graph_id").and_then(Value::as_str).ok_or_else(|| {
-                    ThreadError::BadRequest(format!(
-                        "Thread '{thread_id}' has no assigned graph ID. Run the thread first or create it with metadata.graph_id."
-                    ))
-                })?;
-                let graph = actor
-                    .graphs
-                    .get(graph_id)
-                    .ok_or_else(|| ThreadError::BadRequest(format!("Graph '{graph_id}' is not configured on this server")))?;
-                executor::update_state(
-                    &graph,
-                    thread_id,
-                    base.as_ref(),
-                    message.values.as_ref(),
-                    message.as_node.as_deref(),
-                )
-                .map_err(ThreadError::BadRequest)
-            });
+            let prepared = result
+                .map_err(ThreadError::from)
+                .and_then(|(thread, base)| {
+                    let graph_id = thread
+                        .metadata
+                        .get("graph_id")
+                        .and_then(Value::as_str)
+                        .ok_or(ThreadError::NoGraph(thread_id))?;
+                    let graph = actor
+                        .graphs
+                        .get(graph_id)
+                        .ok_or_else(|| ThreadError::GraphNotServed(graph_id.to_owned()))?;
+                    executor::update_state(
+                        &graph,
+                        thread_id,
+                        base.as_ref(),
+                        message.values.as_ref(),
+                        message.as_node.as_deref(),
+                    )
+                    .map_err(ThreadError::InvalidUpdate)
+                });
             match prepared {
                 Err(error) => fut::ready(Err(error)).boxed_local(),
-                Ok(checkpoint) => wrap_future(actor.db.update_state(checkpoint.clone()))
+                Ok(checkpoint) => wrap_future(actor.store.update_state(checkpoint.clone()))
                     .map(move |written, _, _| {
                         written.map_err(ThreadError::from)?;
-                        log::info!("state updated thread_id={thread_id} checkpoint_id={}", checkpoint.checkpoint_id);
+                        log::info!(
+                            "state updated thread_id={thread_id} checkpoint_id={}",
+                            checkpoint.checkpoint_id
+                        );
                         Ok(checkpoint)
                     })
                     .boxed_local(),
@@ -1235,11 +1241,11 @@ impl ThreadActor {
     /// waiters and streams are left as they are: the server closes those connections as it
     /// stops, so no client mistakes a stopped run for a finished one.
     fn release(&mut self, run_ids: Vec<RunId>) -> Step<()> {
-        let db = self.db.clone();
+        let store = self.store.clone();
         let thread_id = self.thread_id;
         wrap_future(async move {
             for run_id in run_ids {
-                match with_retries("release run", || db.release_run(run_id)).await {
+                match with_retries("release run", || store.release_run(run_id)).await {
                     Ok(()) => log::info!(
                         "run stopped by the shutdown; it continues at the next start run_id={run_id} thread_id={thread_id}"
                     ),

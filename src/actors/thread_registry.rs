@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use super::thread::{Drain, Halt, ThreadActor, ThreadSettings};
 use crate::domain::ids::ThreadId;
 use crate::graph::GraphRegistry;
-use crate::storage::Db;
+use crate::storage::SharedStore;
 use crate::stream::StreamHub;
 
 /// Returns the thread's actor, starting it if needed. Sent by HTTP handlers and start-up.
@@ -73,7 +73,7 @@ const HALT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The registry of live thread actors.
 pub struct ThreadRegistry {
-    db: Db,
+    store: SharedStore,
     graphs: Arc<GraphRegistry>,
     arbiters: Vec<ArbiterHandle>,
     threads: HashMap<ThreadId, Addr<ThreadActor>>,
@@ -84,7 +84,7 @@ pub struct ThreadRegistry {
 impl ThreadRegistry {
     /// A registry that starts thread actors on `arbiters` (at least one).
     pub fn new(
-        db: Db,
+        store: SharedStore,
         graphs: Arc<GraphRegistry>,
         arbiters: Vec<ArbiterHandle>,
         hub: Arc<StreamHub>,
@@ -95,7 +95,7 @@ impl ThreadRegistry {
             "the registry needs at least one arbiter"
         );
         Self {
-            db,
+            store,
             graphs,
             arbiters,
             threads: HashMap::new(),
@@ -117,12 +117,12 @@ impl Handler<GetThread> for ThreadRegistry {
         let thread_id = message.thread_id;
         let address = self.threads.entry(thread_id).or_insert_with(|| {
             let index = (thread_id.0.as_u128() % self.arbiters.len() as u128) as usize;
-            let db = self.db.clone();
+            let store = self.store.clone();
             let graphs = self.graphs.clone();
             let hub = self.hub.clone();
             let settings = self.settings.clone();
             Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
-                ThreadActor::new(thread_id, db, graphs, hub, registry, settings)
+                ThreadActor::new(thread_id, store, graphs, hub, registry, settings)
             })
         });
         MessageResult(address.clone())

@@ -52,3 +52,53 @@ impl AssistantVersion {
         }
     }
 }
+
+impl AssistantVersion {
+    /// Copies `config.configurable` into `context` when the context is empty, as the official
+    /// server does when only the former is given.
+    pub fn mirror_context(&mut self) {
+        if self.context.is_empty() {
+            if let Some(serde_json::Value::Object(configurable)) = self.config.get("configurable") {
+                self.context.clone_from(configurable);
+            }
+        }
+    }
+}
+
+/// A change to an assistant, written as its next version (`PATCH /assistants/{id}`): the given
+/// fields replace the current ones, except `metadata`, which is merged in.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AssistantChange {
+    pub graph_id: Option<String>,
+    pub config: Option<JsonMap>,
+    /// Without it, the context mirrors the (new) config's `configurable` if it is empty.
+    pub context: Option<JsonMap>,
+    pub metadata: Option<JsonMap>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+impl AssistantChange {
+    /// Applies the change to `version`, the copy of the current version that becomes the next.
+    pub fn apply(self, version: &mut AssistantVersion) {
+        if let Some(graph_id) = self.graph_id {
+            version.graph_id = graph_id;
+        }
+        if let Some(config) = self.config {
+            version.config = config;
+        }
+        match self.context {
+            Some(context) => version.context = context,
+            None => version.mirror_context(),
+        }
+        if let Some(metadata) = self.metadata {
+            super::merge_into(&mut version.metadata, &metadata);
+        }
+        if let Some(name) = self.name {
+            version.name = name;
+        }
+        if self.description.is_some() {
+            version.description = self.description;
+        }
+    }
+}

@@ -110,9 +110,9 @@ mod tests {
     }
 
     #[test]
-    fn non_uuid_is_rejected_with_the_kind_in_the_message() {
+    fn non_uuid_is_rejected_with_the_kind() {
         let error = ThreadId::parse("nope").unwrap_err();
-        assert_eq!(error.to_string(), "Invalid thread ID: must be a UUID");
+        assert_eq!(error, ValidationError::InvalidId { kind: "thread" });
     }
 
     #[test]

@@ -4,28 +4,20 @@
 
 pub mod assistant;
 pub mod checkpoint;
+pub mod errors;
 pub mod ids;
+pub mod missing;
 pub mod multitask;
+pub mod query;
 pub mod run;
 pub mod thread;
 pub mod time;
 
+pub use errors::ValidationError;
+pub use missing::{AlreadyExists, NotFound};
+
 /// A JSON object, the shape of metadata, config and state values on the wire.
 pub type JsonMap = serde_json::Map<String, serde_json::Value>;
-
-/// A client mistake found while reading a request; becomes a 4xx at the HTTP edge.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ValidationError {
-    /// A path or body id that is not a UUID (422).
-    #[error("Invalid {kind} ID: must be a UUID")]
-    InvalidId { kind: &'static str },
-    /// A body or query field with the wrong shape or value (422).
-    #[error("{0}")]
-    Invalid(String),
-    /// A request that is well-formed but contradicts itself (400).
-    #[error("{0}")]
-    BadRequest(String),
-}
 
 /// Metadata keys the server owns; stripped from client input as the official server does.
 pub const RESERVED_METADATA_KEYS: [&str; 5] = [

@@ -186,6 +186,9 @@ pub struct Run {
     pub run_id: RunId,
     pub thread_id: ThreadId,
     pub assistant_id: AssistantId,
+    /// The graph the run executes (not on the wire: the run's metadata names it there).
+    #[serde(skip)]
+    pub graph_id: String,
     pub metadata: JsonMap,
     pub status: RunStatus,
     pub kwargs: RunKwargs,

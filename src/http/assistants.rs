@@ -9,17 +9,16 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::extract::{self, json_body};
-use super::threads::SortOrder;
 use super::{paginated, AppState};
 use crate::actors::{DeleteThread, ThreadError};
-use crate::domain::assistant::{Assistant, AssistantVersion};
+use crate::domain::assistant::{Assistant, AssistantChange, AssistantVersion};
 use crate::domain::ids::AssistantId;
+use crate::domain::query::{AssistantFilter, AssistantSortBy, Page, SortOrder};
 use crate::domain::thread::IfExists;
 use crate::domain::time::Timestamp;
-use crate::domain::{merge_into, JsonMap};
+use crate::domain::{JsonMap, NotFound};
 use crate::error::ApiError;
 use crate::graph::Graph;
-use crate::storage::assistants::AssistantFilter;
 use crate::storage::StorageError;
 
 const ASSISTANT_FIELDS: [&str; 10] = [
@@ -36,25 +35,14 @@ const ASSISTANT_FIELDS: [&str; 10] = [
 ];
 
 fn unknown_graph(state: &AppState, graph_id: &str) -> ApiError {
-    let known: Vec<String> = state.graphs.ids().map(|id| format!("'{id}'")).collect();
-    ApiError::NotFound(format!(
-        "Graph '{graph_id}' not found. Expected one of: [{}]",
-        known.join(", ")
-    ))
+    ApiError::NotFound(NotFound::Graph {
+        graph_id: graph_id.to_owned(),
+        known: state.graphs.ids().map(str::to_owned).collect(),
+    })
 }
 
 fn assistant_not_found(assistant_id: AssistantId) -> ApiError {
-    ApiError::NotFound(format!("Assistant {assistant_id} not found"))
-}
-
-/// Mirrors `config.configurable` into `context` when only the former is given, as the official
-/// server does.
-fn mirror_context(config: &JsonMap, context: &mut JsonMap) {
-    if context.is_empty() {
-        if let Some(Value::Object(configurable)) = config.get("configurable") {
-            context.clone_from(configurable);
-        }
-    }
+    ApiError::NotFound(NotFound::Assistant(assistant_id))
 }
 
 #[derive(Deserialize)]
@@ -79,22 +67,20 @@ pub async fn create(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
         Some(text) => extract::assistant_id(text)?,
         None => AssistantId::generate(),
     };
-    let config = request.config.unwrap_or_default();
-    let mut context = request.context.unwrap_or_default();
-    mirror_context(&config, &mut context);
-    let version = AssistantVersion {
+    let mut version = AssistantVersion {
         assistant_id,
         graph_id: request.graph_id,
-        config,
-        context,
+        config: request.config.unwrap_or_default(),
+        context: request.context.unwrap_or_default(),
         metadata: request.metadata.unwrap_or_default(),
         name: request.name.unwrap_or_else(|| "Untitled".into()),
         created_at: Timestamp::now(),
         version: 1,
         description: request.description,
     };
+    version.mirror_context();
     let assistant = state
-        .db
+        .store
         .create_assistant(version, request.if_exists.unwrap_or_default())
         .await?;
     Ok(HttpResponse::Ok().json(assistant))
@@ -107,7 +93,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let assistant_id = extract::assistant_id(&path)?;
     let assistant = state
-        .db
+        .store
         .get_assistant(assistant_id)
         .await?
         .ok_or_else(|| assistant_not_found(assistant_id))?;
@@ -137,33 +123,15 @@ pub async fn patch(
             return Err(unknown_graph(&state, graph_id));
         }
     }
-    let assistant = state
-        .db
-        .patch_assistant(assistant_id, move |version| {
-            if let Some(graph_id) = request.graph_id {
-                version.graph_id = graph_id;
-            }
-            if let Some(config) = request.config {
-                version.config = config;
-            }
-            match request.context {
-                Some(context) => version.context = context,
-                None => {
-                    let config = version.config.clone();
-                    mirror_context(&config, &mut version.context);
-                }
-            }
-            if let Some(metadata) = request.metadata {
-                merge_into(&mut version.metadata, &metadata);
-            }
-            if let Some(name) = request.name {
-                version.name = name;
-            }
-            if request.description.is_some() {
-                version.description = request.description;
-            }
-        })
-        .await?;
+    let change = AssistantChange {
+        graph_id: request.graph_id,
+        config: request.config,
+        context: request.context,
+        metadata: request.metadata,
+        name: request.name,
+        description: request.description,
+    };
+    let assistant = state.store.patch_assistant(assistant_id, change).await?;
     Ok(HttpResponse::Ok().json(assistant))
 }
 
@@ -176,43 +144,21 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let assistant_id = extract::assistant_id(&path)?;
     let pairs = extract::query_pairs(request.query_string())?;
-    if state.db.get_assistant(assistant_id).await?.is_none() {
-        return Err(ApiError::NotFound(format!(
-            "Assistant with ID {assistant_id} not found"
+    if state.store.get_assistant(assistant_id).await?.is_none() {
+        return Err(ApiError::NotFound(NotFound::AssistantToDelete(
+            assistant_id,
         )));
     }
     if extract::flag(&pairs, "delete_threads") {
-        for thread_id in state.db.threads_of_assistant(assistant_id).await? {
+        for thread_id in state.store.threads_of_assistant(assistant_id).await? {
             match state.command(thread_id, DeleteThread).await?.0 {
                 Ok(()) | Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
                 Err(other) => return Err(other.into()),
             }
         }
     }
-    state.db.delete_assistant(assistant_id).await?;
+    state.store.delete_assistant(assistant_id).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum AssistantSortBy {
-    AssistantId,
-    GraphId,
-    Name,
-    CreatedAt,
-    UpdatedAt,
-}
-
-impl AssistantSortBy {
-    fn column(self) -> &'static str {
-        match self {
-            AssistantSortBy::AssistantId => "assistant_id",
-            AssistantSortBy::GraphId => "graph_id",
-            AssistantSortBy::Name => "name",
-            AssistantSortBy::CreatedAt => "created_at",
-            AssistantSortBy::UpdatedAt => "updated_at",
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -237,15 +183,14 @@ pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
         graph_id: request.graph_id,
         name: request.name,
     };
-    let sort = request
-        .sort_by
-        .unwrap_or(AssistantSortBy::CreatedAt)
-        .column();
-    let descending = request.sort_order.unwrap_or(SortOrder::Desc) == SortOrder::Desc;
-    let total = state.db.count_assistants(filter.clone());
-    let page = state
-        .db
-        .search_assistants(filter, sort, descending, limit, offset);
+    let page = Page {
+        sort_by: request.sort_by.unwrap_or_default(),
+        order: request.sort_order.unwrap_or_default(),
+        limit,
+        offset,
+    };
+    let total = state.store.count_assistants(filter.clone());
+    let page = state.store.search_assistants(filter, page);
     let (total, page) = (total.await?, page.await?);
     let items = page
         .iter()
@@ -270,7 +215,7 @@ pub async fn count(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
         graph_id: request.graph_id,
         name: request.name,
     };
-    Ok(HttpResponse::Ok().json(state.db.count_assistants(filter).await?))
+    Ok(HttpResponse::Ok().json(state.store.count_assistants(filter).await?))
 }
 
 #[derive(Deserialize)]
@@ -290,11 +235,11 @@ pub async fn versions(
     let request: VersionsQuery = json_body(&body)?;
     let limit = extract::limit(request.limit, 10, 1000)?;
     let offset = extract::offset(request.offset)?;
-    if state.db.get_assistant(assistant_id).await?.is_none() {
+    if state.store.get_assistant(assistant_id).await?.is_none() {
         return Err(assistant_not_found(assistant_id));
     }
     let versions = state
-        .db
+        .store
         .assistant_versions(assistant_id, request.metadata, limit, offset)
         .await?;
     Ok(HttpResponse::Ok().json(versions))
@@ -314,7 +259,7 @@ pub async fn latest(
     let assistant_id = extract::assistant_id(&path)?;
     let request: LatestVersion = json_body(&body)?;
     let assistant = state
-        .db
+        .store
         .set_assistant_version(assistant_id, request.version)
         .await?;
     Ok(HttpResponse::Ok().json(assistant))
@@ -333,7 +278,7 @@ async fn graph_of(
     }
     let assistant_id = extract::assistant_id(text)?;
     let assistant: Assistant = state
-        .db
+        .store
         .get_assistant(assistant_id)
         .await?
         .ok_or_else(|| assistant_not_found(assistant_id))?;

@@ -23,14 +23,15 @@ use serde_json::Value;
 
 use crate::actors::{GetThread, ThreadActor, ThreadError, ThreadRegistry};
 use crate::domain::ids::ThreadId;
+use crate::domain::NotFound;
 use crate::error::ApiError;
 use crate::graph::GraphRegistry;
-use crate::storage::Db;
+use crate::storage::SharedStore;
 use crate::stream::StreamHub;
 
 /// What every handler can reach.
 pub struct AppState {
-    pub db: Db,
+    pub store: SharedStore,
     pub registry: Addr<ThreadRegistry>,
     pub graphs: Arc<GraphRegistry>,
     /// Largest accepted request body, in bytes.
@@ -197,7 +198,7 @@ fn get() -> Route {
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("Not Found".into()))
+    Err(ApiError::NotFound(NotFound::Route))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

@@ -23,11 +23,11 @@ use crate::domain::multitask::{CancelAction, MultitaskStrategy};
 use crate::domain::run::{Breakpoints, Durability, IfNotExists, NewRun, Run, RunKwargs, RunStatus};
 use crate::domain::time::Timestamp;
 use crate::domain::{
-    merge_into, strip_keys, JsonMap, RESERVED_CONFIG_KEYS, RESERVED_METADATA_KEYS,
+    merge_into, strip_keys, JsonMap, NotFound, RESERVED_CONFIG_KEYS, RESERVED_METADATA_KEYS,
 };
 use crate::error::ApiError;
 use crate::graph::executor::Command;
-use crate::storage::{Db, RunResult, StorageError};
+use crate::storage::{RunResult, SharedStore, StorageError};
 
 const RUN_FIELDS: [&str; 9] = [
     "run_id",
@@ -131,15 +131,15 @@ async fn resolve_assistant(state: &AppState, text: &str) -> Result<Assistant, Ap
         }
     };
     let assistant = state
-        .db
+        .store
         .get_assistant(assistant_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound("Thread or assistant not found.".into()))?;
+        .ok_or(ApiError::NotFound(NotFound::ThreadOrAssistant))?;
     if state.graphs.get(&assistant.graph_id).is_none() {
-        return Err(ApiError::NotFound(format!(
-            "Graph '{}' of assistant {assistant_id} is not configured on this server",
-            assistant.graph_id
-        )));
+        return Err(ApiError::NotFound(NotFound::GraphOfAssistant {
+            graph_id: assistant.graph_id,
+            assistant_id,
+        }));
     }
     Ok(assistant)
 }
@@ -382,14 +382,14 @@ async fn create_run(
             Some((format!("{location}/stream"), location)),
         ),
         (Reply::Wait, _) => {
-            let db_state = (state.db.clone(), run.thread_id, run.run_id);
+            let db_state = (state.store.clone(), run.thread_id, run.run_id);
             let result = Box::pin(async move {
                 let outcome = match outcome {
                     Some(receiver) => receiver.await.ok(),
                     None => None,
                 };
-                let (db, thread_id, run_id) = db_state;
-                outcome_json(&db, thread_id, run_id, outcome).await
+                let (store, thread_id, run_id) = db_state;
+                outcome_json(&store, thread_id, run_id, outcome).await
             });
             sse::keep_alive_json(
                 result,
@@ -475,9 +475,12 @@ pub async fn batch(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
         let (new_run, _) = prepare(&state, None, request)
             .await
             .map_err(|error| match error {
-                ApiError::Validation(detail) => ApiError::Validation(format!("{what}: {detail}")),
-                ApiError::BadRequest(detail) => ApiError::BadRequest(format!("{what}: {detail}")),
-                ApiError::NotFound(detail) => ApiError::NotFound(format!("{what}: {detail}")),
+                ApiError::Validation(_) | ApiError::BadRequest(_) | ApiError::NotFound(_) => {
+                    ApiError::InItem {
+                        index,
+                        error: Box::new(error),
+                    }
+                }
                 other => other,
             })?;
         prepared.push(new_run);
@@ -497,7 +500,7 @@ fn run_not_found_error() -> Value {
 /// What `/wait` and `/join` answer: the final values of that run, `{"__error__": …}` if it
 /// failed, or the 404 error object if it no longer exists.
 async fn outcome_json(
-    db: &Db,
+    store: &SharedStore,
     thread_id: ThreadId,
     run_id: RunId,
     outcome: Option<RunOutcome>,
@@ -506,7 +509,7 @@ async fn outcome_json(
         Some(RunOutcome::Success(values)) => return Value::Object((*values).clone()),
         Some(RunOutcome::Failed(error)) => return json!({ "__error__": error }),
         Some(RunOutcome::Deleted) => return run_not_found_error(),
-        Some(RunOutcome::Interrupted) | None => stored_result(db, thread_id, run_id).await,
+        Some(RunOutcome::Interrupted) | None => stored_result(store, thread_id, run_id).await,
     };
     // The response has begun (200): a storage failure can only be reported in the body.
     stored.unwrap_or_else(
@@ -515,13 +518,17 @@ async fn outcome_json(
 }
 
 /// The result of a run that is no longer in flight, read from storage.
-async fn stored_result(db: &Db, thread_id: ThreadId, run_id: RunId) -> Result<Value, ApiError> {
+async fn stored_result(
+    store: &SharedStore,
+    thread_id: ThreadId,
+    run_id: RunId,
+) -> Result<Value, ApiError> {
     let Some(RunResult {
         run,
         error,
         values,
         interrupts,
-    }) = db.run_result(thread_id, run_id).await?
+    }) = store.run_result(thread_id, run_id).await?
     else {
         return Ok(run_not_found_error());
     };
@@ -557,13 +564,13 @@ pub async fn join(
         thread,
         run_id,
     );
-    let db = state.db.clone();
+    let store = state.store.clone();
     let result = Box::pin(async move {
         let outcome = match waiting {
             Some(receiver) => receiver.await.ok(),
             None => None,
         };
-        outcome_json(&db, thread_id, run_id, outcome).await
+        outcome_json(&store, thread_id, run_id, outcome).await
     });
     let location = format!("/threads/{thread_id}/runs/{run_id}");
     Ok(sse::keep_alive_json(
@@ -629,7 +636,7 @@ pub async fn join_stream(
     let pairs = extract::query_pairs(request.query_string())?;
     let filter = ModeFilter::of(join_modes(&pairs)?);
     let after = last_event_id(&request)?;
-    let run = match state.db.get_run(thread_id, run_id).await {
+    let run = match state.store.get_run(thread_id, run_id).await {
         Ok(run) => run,
         Err(StorageError::NotFound(_)) => {
             return Ok(sse::single_error("HTTPException", "404: Run not found"))
@@ -698,7 +705,10 @@ pub async fn list(
         .filter(|(name, _)| name == "select")
         .map(|(_, value)| value.clone())
         .collect();
-    let runs = state.db.list_runs(thread_id, status, limit, offset).await?;
+    let runs = state
+        .store
+        .list_runs(thread_id, status, limit, offset)
+        .await?;
     let items = runs
         .iter()
         .map(|run| serde_json::to_value(run).unwrap_or(Value::Null))
@@ -713,7 +723,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path.0)?;
     let run_id = extract::run_id(&path.1)?;
-    let run = state.db.get_run(thread_id, run_id).await?;
+    let run = state.store.get_run(thread_id, run_id).await?;
     Ok(HttpResponse::Ok().json(run))
 }
 
@@ -744,9 +754,6 @@ fn cancel_action(pairs: &[(String, String)]) -> Result<CancelAction, ApiError> {
     }
 }
 
-const NOTHING_TO_CANCEL: &str = "No matching runs to cancel. Please verify the thread ID and run IDs are correct, and the runs haven't been deleted or completed.";
-const NO_RUNS_FOUND: &str = "No runs found to cancel.";
-
 /// Cancels runs of one thread; 404 with the reference's messages when none was in flight.
 async fn cancel_on_thread(
     state: &AppState,
@@ -764,13 +771,13 @@ async fn cancel_on_thread(
         return Ok(cancelled);
     }
     for run_id in run_ids {
-        match state.db.get_run(thread_id, run_id).await {
-            Ok(_) => return Err(ApiError::NotFound(NOTHING_TO_CANCEL.into())),
+        match state.store.get_run(thread_id, run_id).await {
+            Ok(_) => return Err(ApiError::NotFound(NotFound::RunsInFlightToCancel)),
             Err(StorageError::NotFound(_)) => {}
             Err(other) => return Err(other.into()),
         }
     }
-    Err(ApiError::NotFound(NO_RUNS_FOUND.into()))
+    Err(ApiError::NotFound(NotFound::RunsToCancel))
 }
 
 /// `POST /threads/{thread_id}/runs/{run_id}/cancel?wait=&action=`: 202 at once, or with `wait`
@@ -790,7 +797,7 @@ pub async fn cancel(
     }
     // The actor replies once the run has stopped and storage says so.
     let result = match action {
-        CancelAction::Interrupt => stored_result(&state.db, thread_id, run_id).await?,
+        CancelAction::Interrupt => stored_result(&state.store, thread_id, run_id).await?,
         CancelAction::Rollback => json!({}),
     };
     let location = format!("/threads/{thread_id}/runs/{run_id}");
@@ -836,11 +843,11 @@ pub async fn cancel_many(
                 BulkStatus::All => vec![RunStatus::Pending, RunStatus::Running],
             };
             let mut by_thread: BTreeMap<ThreadId, Vec<RunId>> = BTreeMap::new();
-            for (thread_id, run_id) in state.db.runs_with_status(statuses).await? {
+            for (thread_id, run_id) in state.store.runs_with_status(statuses).await? {
                 by_thread.entry(thread_id).or_default().push(run_id);
             }
             if by_thread.is_empty() {
-                return Err(ApiError::NotFound(NO_RUNS_FOUND.into()));
+                return Err(ApiError::NotFound(NotFound::RunsToCancel));
             }
             for (thread_id, run_ids) in by_thread {
                 // A run may have finished since the query: that is not an error here.

@@ -11,10 +11,11 @@ use super::{paginated, AppState};
 use crate::actors::{DeleteThread, ThreadError, UpdateState};
 use crate::domain::checkpoint::{empty_state, Checkpoint};
 use crate::domain::ids::{CheckpointId, ThreadId};
+use crate::domain::query::{HistoryQuery, Page, SortOrder, ThreadFilter, ThreadSortBy};
 use crate::domain::thread::{IfExists, Thread, ThreadStatus};
-use crate::domain::{strip_keys, JsonMap, RESERVED_METADATA_KEYS};
+use crate::domain::{strip_keys, JsonMap, NotFound, RESERVED_METADATA_KEYS};
 use crate::error::ApiError;
-use crate::storage::{HistoryQuery, PruneAction, StorageError, ThreadFilter};
+use crate::storage::{PruneAction, StorageError};
 
 const THREAD_FIELDS: [&str; 10] = [
     "thread_id",
@@ -59,7 +60,7 @@ pub async fn create(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
     let mut metadata = request.metadata.unwrap_or_default();
     strip_keys(&mut metadata, &RESERVED_METADATA_KEYS);
     let thread = state
-        .db
+        .store
         .create_thread(thread_id, metadata, request.if_exists.unwrap_or_default())
         .await?;
     Ok(HttpResponse::Ok().json(thread_json(&thread)))
@@ -71,7 +72,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    let thread = state.db.get_thread(thread_id).await?;
+    let thread = state.store.get_thread(thread_id).await?;
     Ok(HttpResponse::Ok().json(thread_json(&thread)))
 }
 
@@ -94,7 +95,7 @@ pub async fn patch(
     let patch: ThreadPatch = json_body(&body)?;
     let mut metadata = patch.metadata.unwrap_or_default();
     strip_keys(&mut metadata, &RESERVED_METADATA_KEYS);
-    let thread = state.db.patch_thread(thread_id, metadata).await?;
+    let thread = state.store.patch_thread(thread_id, metadata).await?;
     let minimal = request
         .headers()
         .get("Prefer")
@@ -174,42 +175,12 @@ pub async fn prune(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
             deleted
         }
         PruneStrategy::KeepLatest => state
-            .db
+            .store
             .prune_threads(thread_ids, PruneAction::KeepLatest(1))
             .await?
             .threads(),
     };
     Ok(HttpResponse::Ok().json(json!({ "pruned_count": pruned_count })))
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum ThreadSortBy {
-    ThreadId,
-    Status,
-    CreatedAt,
-    UpdatedAt,
-    StateUpdatedAt,
-}
-
-impl ThreadSortBy {
-    fn column(self) -> &'static str {
-        match self {
-            ThreadSortBy::ThreadId => "thread_id",
-            ThreadSortBy::Status => "status",
-            ThreadSortBy::CreatedAt => "created_at",
-            ThreadSortBy::UpdatedAt => "updated_at",
-            ThreadSortBy::StateUpdatedAt => "state_updated_at",
-        }
-    }
-}
-
-/// `asc` or `desc`.
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SortOrder {
-    Asc,
-    Desc,
 }
 
 #[derive(Deserialize)]
@@ -263,12 +234,14 @@ pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
         request.values,
         request.status,
     )?;
-    let sort = request.sort_by.unwrap_or(ThreadSortBy::UpdatedAt).column();
-    let descending = request.sort_order.unwrap_or(SortOrder::Desc) == SortOrder::Desc;
-    let total = state.db.count_threads(filter.clone());
-    let page = state
-        .db
-        .search_threads(filter, sort, descending, limit, offset);
+    let page = Page {
+        sort_by: request.sort_by.unwrap_or_default(),
+        order: request.sort_order.unwrap_or_default(),
+        limit,
+        offset,
+    };
+    let total = state.store.count_threads(filter.clone());
+    let page = state.store.search_threads(filter, page);
     let (total, page) = (total.await?, page.await?);
     let items = extract::select(
         page.iter().map(thread_json).collect(),
@@ -289,7 +262,7 @@ struct ThreadCount {
 pub async fn count(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
     let request: ThreadCount = json_body(&body)?;
     let filter = thread_filter(None, request.metadata, request.values, request.status)?;
-    Ok(HttpResponse::Ok().json(state.db.count_threads(filter).await?))
+    Ok(HttpResponse::Ok().json(state.store.count_threads(filter).await?))
 }
 
 /// `POST /threads/{thread_id}/copy`: a new thread with the same metadata and checkpoints.
@@ -299,7 +272,7 @@ pub async fn copy(
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
     let copy_id = ThreadId(uuid::Uuid::new_v4());
-    let thread = state.db.copy_thread(thread_id, copy_id).await?;
+    let thread = state.store.copy_thread(thread_id, copy_id).await?;
     Ok(HttpResponse::Ok().json(thread_json(&thread)))
 }
 
@@ -313,7 +286,7 @@ pub async fn get_state(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    let head = state.db.head(thread_id).await?;
+    let head = state.store.head(thread_id).await?;
     Ok(HttpResponse::Ok().json(state_json(head.as_ref())))
 }
 
@@ -324,14 +297,13 @@ async fn state_at(
     checkpoint_id: CheckpointId,
 ) -> Result<HttpResponse, ApiError> {
     let checkpoint = state
-        .db
+        .store
         .checkpoint(thread_id, checkpoint_ns, checkpoint_id)
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "Checkpoint {checkpoint_id} not found in thread {thread_id}"
-            ))
-        })?;
+        .ok_or(ApiError::NotFound(NotFound::CheckpointInThread {
+            checkpoint_id,
+            thread_id,
+        }))?;
     Ok(HttpResponse::Ok().json(checkpoint.to_state()))
 }
 
@@ -435,7 +407,7 @@ async fn history(
     query: HistoryQuery,
     select: Option<&[String]>,
 ) -> Result<HttpResponse, ApiError> {
-    let checkpoints = state.db.history(thread_id, query).await?;
+    let checkpoints = state.store.history(thread_id, query).await?;
     let states = checkpoints.iter().map(Checkpoint::to_state).collect();
     Ok(HttpResponse::Ok().json(extract::select(states, select, &STATE_FIELDS)?))
 }

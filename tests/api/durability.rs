@@ -27,17 +27,11 @@ async fn inject(app: &TestApp, thread: &str, fault: InjectFault) {
 }
 
 async fn attempts(app: &TestApp, run: &str) -> i64 {
-    let run = run.to_owned();
-    app.db
-        .read_raw(move |connection| {
-            Ok(connection.query_row(
-                "SELECT attempts FROM runs WHERE run_id = ?",
-                [&run],
-                |row| row.get(0),
-            )?)
-        })
-        .await
-        .unwrap()
+    app.query_integer(
+        "SELECT attempts FROM runs WHERE run_id = ?",
+        vec![run.to_owned()],
+    )
+    .await
 }
 
 /// Polls until the registry holds `count` thread actors.

@@ -14,7 +14,6 @@ use spindle::config::{
 use spindle::domain::run::RunError;
 use spindle::graph::nodes::{NativeNodes, NodeInput};
 use spindle::startup::Application;
-use spindle::storage::Db;
 use tokio::sync::watch;
 
 use crate::sse::SseReader;
@@ -143,7 +142,6 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub gates: Gates,
-    pub db: Db,
     pub database_path: PathBuf,
     /// The thread registry, for fault injection and counting live thread actors.
     pub registry: actix::Addr<spindle::actors::ThreadRegistry>,
@@ -235,7 +233,6 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
             ready
                 .send((
                     application.port(),
-                    application.db(),
                     application.registry(),
                     actix::System::current(),
                 ))
@@ -243,7 +240,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
             application.run_until_stopped().await.unwrap();
         });
     });
-    let (port, db, registry, system) = tokio::task::spawn_blocking(move || {
+    let (port, registry, system) = tokio::task::spawn_blocking(move || {
         started
             .recv_timeout(DEADLINE)
             .expect("the server starts in time")
@@ -258,7 +255,6 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
             .build()
             .unwrap(),
         gates,
-        db,
         database_path,
         registry,
         system,
@@ -465,12 +461,29 @@ impl TestApp {
             .collect()
     }
 
-    /// Runs one SQL query returning a single integer, on a read-only connection.
+    /// Runs one SQL query returning a single integer, on a read-only connection of its own.
     pub async fn count(&self, sql: &'static str) -> i64 {
-        self.db
-            .read_raw(move |connection| Ok(connection.query_row(sql, [], |row| row.get(0))?))
-            .await
-            .unwrap()
+        self.query_integer(sql, Vec::new()).await
+    }
+
+    /// Runs one SQL query with text parameters returning a single integer, on a read-only
+    /// connection of its own (the server's store exposes no SQL).
+    pub async fn query_integer(&self, sql: &str, params: Vec<String>) -> i64 {
+        let path = self.database_path.clone();
+        let sql = sql.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let connection = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            connection.busy_timeout(DEADLINE).unwrap();
+            connection
+                .query_row(&sql, rusqlite::params_from_iter(params), |row| row.get(0))
+                .unwrap()
+        })
+        .await
+        .unwrap()
     }
 
     /// Total rows of every table: a rejected request must leave it unchanged.

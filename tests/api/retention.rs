@@ -11,17 +11,11 @@ use crate::helpers::{run_id, spawn_app, spawn_app_with, TestApp, DEADLINE};
 
 /// Rows of `table` (`runs` or `checkpoints`) that belong to the thread.
 async fn rows_of(app: &TestApp, table: &'static str, thread_id: &str) -> i64 {
-    let thread_id = thread_id.to_owned();
-    app.db
-        .read_raw(move |connection| {
-            Ok(connection.query_row(
-                &format!("SELECT COUNT(*) FROM {table} WHERE thread_id = ?"),
-                [thread_id],
-                |row| row.get(0),
-            )?)
-        })
-        .await
-        .unwrap()
+    app.query_integer(
+        &format!("SELECT COUNT(*) FROM {table} WHERE thread_id = ?"),
+        vec![thread_id.to_owned()],
+    )
+    .await
 }
 
 /// A thread with `runs` finished runs of the `gated` graph (its gate `open` opened), each adding

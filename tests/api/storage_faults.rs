@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use spindle::actors::Shutdown;
-use spindle::storage::migrate::MIGRATIONS;
+use spindle::storage::sqlite::migrate::MIGRATIONS;
 use uuid::Uuid;
 
 use crate::helpers::{run_id, spawn_app, spawn_app_with, Reply, TestApp};

@@ -5,48 +5,13 @@
 
 use rusqlite::{named_params, Connection};
 
-use super::StorageError;
 use crate::domain::ids::ThreadId;
 use crate::domain::time::Timestamp;
+use crate::storage::{PruneAction, PruneCounts, StorageError};
 
 /// Most threads one write job (one transaction savepoint) deletes or prunes, so a sweep never
 /// holds the writer for long; other jobs queue between batches.
 pub const BATCH_THREADS: usize = 500;
-
-/// What retention does to a thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PruneAction {
-    /// Delete the thread; its runs, checkpoints and pending writes go by cascade.
-    Delete,
-    /// Keep the thread and its runs; keep only the newest `n` root checkpoints (at least one: the
-    /// head, so the thread's state does not change) and the subgraph checkpoints of the head's
-    /// pending tasks; delete every other checkpoint (pending writes go by cascade).
-    KeepLatest(u32),
-}
-
-/// What a sweep or a prune did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PruneCounts {
-    pub threads_deleted: u64,
-    /// Threads kept with their checkpoints pruned (counted even if nothing was left to delete).
-    pub threads_pruned: u64,
-    /// Checkpoints deleted, those of deleted threads included.
-    pub checkpoints_deleted: u64,
-}
-
-impl PruneCounts {
-    /// Threads deleted or pruned.
-    pub fn threads(&self) -> u64 {
-        self.threads_deleted + self.threads_pruned
-    }
-
-    /// Adds another batch's counts.
-    pub fn add(&mut self, other: PruneCounts) {
-        self.threads_deleted += other.threads_deleted;
-        self.threads_pruned += other.threads_pruned;
-        self.checkpoints_deleted += other.checkpoints_deleted;
-    }
-}
 
 /// Where a scan of idle threads resumes: the last `(updated_at, thread_id)` it returned.
 pub type ScanCursor = (Timestamp, ThreadId);
@@ -201,7 +166,7 @@ mod tests {
         connection
             .execute_batch("PRAGMA foreign_keys = ON")
             .unwrap();
-        crate::storage::migrate::migrate(&mut connection).unwrap();
+        crate::storage::sqlite::migrate::migrate(&mut connection).unwrap();
         connection
     }
 

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::open::open_reader;
-use super::StorageError;
+use crate::storage::StorageError;
 
 type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 

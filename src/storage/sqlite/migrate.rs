@@ -3,14 +3,21 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StorageError;
+use crate::storage::StorageError;
 
 /// Every migration, in order. Append only: never edit, reorder or delete a merged one.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0001_init",
+        include_str!("../../../migrations/0001_init.sql"),
+    ),
     (
         "0002_run_attempts",
-        include_str!("../../migrations/0002_run_attempts.sql"),
+        include_str!("../../../migrations/0002_run_attempts.sql"),
+    ),
+    (
+        "0003_run_graph_id",
+        include_str!("../../../migrations/0003_run_graph_id.sql"),
     ),
 ];
 

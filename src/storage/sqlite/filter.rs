@@ -4,8 +4,17 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, Row};
 use serde_json::Value;
 
-use super::StorageError;
+use crate::domain::query::SortOrder;
 use crate::domain::JsonMap;
+use crate::storage::StorageError;
+
+/// The SQL of a sort order.
+pub fn order_sql(order: SortOrder) -> &'static str {
+    match order {
+        SortOrder::Asc => "ASC",
+        SortOrder::Desc => "DESC",
+    }
+}
 
 /// A WHERE clause under construction: conditions joined with AND, and their parameters.
 #[derive(Default)]

@@ -4,14 +4,14 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{named_params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::codec::{json_column, optional_json_column, to_json};
-use super::StorageError;
 use crate::domain::ids::{RunId, ThreadId};
 use crate::domain::multitask::MultitaskStrategy;
 use crate::domain::run::{Run, RunError, RunStatus};
 use crate::domain::time::Timestamp;
+use crate::storage::StorageError;
 
 const COLUMNS: &str =
-    "run_id, thread_id, assistant_id, status, metadata, kwargs, multitask_strategy, error, created_at, updated_at";
+    "run_id, thread_id, assistant_id, graph_id, status, metadata, kwargs, multitask_strategy, error, created_at, updated_at";
 
 fn map_row(row: &Row<'_>) -> rusqlite::Result<Run> {
     let status: String = row.get("status")?;
@@ -20,6 +20,7 @@ fn map_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         run_id: row.get("run_id")?,
         thread_id: row.get("thread_id")?,
         assistant_id: row.get("assistant_id")?,
+        graph_id: row.get("graph_id")?,
         metadata: json_column(row, "metadata")?,
         status: RunStatus::parse(&status).unwrap_or(RunStatus::Error),
         kwargs: json_column(row, "kwargs")?,
@@ -33,13 +34,14 @@ fn map_row(row: &Row<'_>) -> rusqlite::Result<Run> {
 pub fn insert(connection: &Connection, run: &Run) -> Result<(), StorageError> {
     connection
         .prepare_cached(&format!(
-            "INSERT INTO runs ({COLUMNS}) VALUES (:run_id, :thread_id, :assistant_id, :status, :metadata,
+            "INSERT INTO runs ({COLUMNS}) VALUES (:run_id, :thread_id, :assistant_id, :graph_id, :status, :metadata,
              :kwargs, :multitask_strategy, NULL, :created_at, :updated_at)"
         ))?
         .execute(named_params! {
             ":run_id": run.run_id,
             ":thread_id": run.thread_id,
             ":assistant_id": run.assistant_id,
+            ":graph_id": run.graph_id,
             ":status": run.status.as_str(),
             ":metadata": to_json(&run.metadata)?,
             ":kwargs": to_json(&run.kwargs)?,

@@ -4,14 +4,15 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::codec::{json_column, optional_json_column, to_json};
-use super::filter::Where;
-use super::StorageError;
+use super::filter::{order_sql, Where};
 use crate::domain::checkpoint::TaskRecord;
 use crate::domain::ids::ThreadId;
+use crate::domain::query::{Page, ThreadFilter, ThreadSortBy};
 use crate::domain::run::RunError;
 use crate::domain::thread::{Thread, ThreadStatus};
 use crate::domain::time::Timestamp;
-use crate::domain::JsonMap;
+use crate::domain::{JsonMap, NotFound};
+use crate::storage::StorageError;
 
 const COLUMNS: &str =
     "thread_id, created_at, updated_at, state_updated_at, metadata, status, config, \"values\", interrupts, error";
@@ -32,11 +33,6 @@ fn map_row(row: &Row<'_>) -> rusqlite::Result<Thread> {
     })
 }
 
-/// The message of a 404 for a thread.
-pub fn not_found(thread_id: ThreadId) -> StorageError {
-    StorageError::NotFound(format!("Thread with ID {thread_id} not found"))
-}
-
 /// The thread, if it exists.
 pub fn get(connection: &Connection, thread_id: ThreadId) -> Result<Option<Thread>, StorageError> {
     let mut statement = connection.prepare_cached(&format!(
@@ -47,7 +43,7 @@ pub fn get(connection: &Connection, thread_id: ThreadId) -> Result<Option<Thread
 
 /// The thread, or a 404 error.
 pub fn require(connection: &Connection, thread_id: ThreadId) -> Result<Thread, StorageError> {
-    get(connection, thread_id)?.ok_or_else(|| not_found(thread_id))
+    get(connection, thread_id)?.ok_or(StorageError::NotFound(NotFound::Thread(thread_id)))
 }
 
 /// Whether the thread exists.
@@ -192,15 +188,6 @@ pub fn settle(
     Ok(status)
 }
 
-/// Filters of thread search and count.
-#[derive(Clone, Debug, Default)]
-pub struct ThreadFilter {
-    pub ids: Option<Vec<ThreadId>>,
-    pub metadata: Option<JsonMap>,
-    pub values: Option<JsonMap>,
-    pub status: Option<ThreadStatus>,
-}
-
 fn filter_clause(filter: &ThreadFilter) -> Where {
     let mut clause = Where::default();
     if let Some(ids) = &filter.ids {
@@ -222,22 +209,29 @@ fn filter_clause(filter: &ThreadFilter) -> Where {
     clause
 }
 
-/// A page of threads; `sort_column` must be a validated column name.
+fn sort_column(sort_by: ThreadSortBy) -> &'static str {
+    match sort_by {
+        ThreadSortBy::ThreadId => "thread_id",
+        ThreadSortBy::Status => "status",
+        ThreadSortBy::CreatedAt => "created_at",
+        ThreadSortBy::UpdatedAt => "updated_at",
+        ThreadSortBy::StateUpdatedAt => "state_updated_at",
+    }
+}
+
+/// A page of threads.
 pub fn search(
     connection: &Connection,
     filter: &ThreadFilter,
-    sort_column: &str,
-    descending: bool,
-    limit: i64,
-    offset: i64,
+    page: Page<ThreadSortBy>,
 ) -> Result<Vec<Thread>, StorageError> {
-    let order = if descending { "DESC" } else { "ASC" };
+    let order = order_sql(page.order);
     filter_clause(filter).page(
         connection,
         &format!("SELECT {COLUMNS} FROM threads"),
-        &format!("{sort_column} {order}, thread_id {order}"),
-        limit,
-        offset,
+        &format!("{} {order}, thread_id {order}", sort_column(page.sort_by)),
+        page.limit,
+        page.offset,
         map_row,
     )
 }

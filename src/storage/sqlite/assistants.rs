@@ -4,12 +4,13 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::codec::{json_column, to_json};
-use super::filter::Where;
-use super::StorageError;
+use super::filter::{order_sql, Where};
 use crate::domain::assistant::{Assistant, AssistantVersion};
 use crate::domain::ids::AssistantId;
+use crate::domain::query::{AssistantFilter, AssistantSortBy, Page};
 use crate::domain::time::Timestamp;
 use crate::domain::JsonMap;
+use crate::storage::StorageError;
 
 const COLUMNS: &str =
     "assistant_id, graph_id, config, context, metadata, name, created_at, updated_at, version, description";
@@ -153,14 +154,6 @@ pub fn delete(connection: &Connection, assistant_id: AssistantId) -> Result<bool
     )? > 0)
 }
 
-/// Filters of assistant search and count.
-#[derive(Clone, Debug, Default)]
-pub struct AssistantFilter {
-    pub metadata: Option<JsonMap>,
-    pub graph_id: Option<String>,
-    pub name: Option<String>,
-}
-
 fn filter_clause(filter: &AssistantFilter) -> Where {
     let mut clause = Where::default();
     if let Some(metadata) = &filter.metadata {
@@ -178,22 +171,32 @@ fn filter_clause(filter: &AssistantFilter) -> Where {
     clause
 }
 
-/// A page of assistants; `sort_column` must be a validated column name.
+fn sort_column(sort_by: AssistantSortBy) -> &'static str {
+    match sort_by {
+        AssistantSortBy::AssistantId => "assistant_id",
+        AssistantSortBy::GraphId => "graph_id",
+        AssistantSortBy::Name => "name",
+        AssistantSortBy::CreatedAt => "created_at",
+        AssistantSortBy::UpdatedAt => "updated_at",
+    }
+}
+
+/// A page of assistants.
 pub fn search(
     connection: &Connection,
     filter: &AssistantFilter,
-    sort_column: &str,
-    descending: bool,
-    limit: i64,
-    offset: i64,
+    page: Page<AssistantSortBy>,
 ) -> Result<Vec<Assistant>, StorageError> {
-    let order = if descending { "DESC" } else { "ASC" };
+    let order = order_sql(page.order);
     filter_clause(filter).page(
         connection,
         &format!("SELECT {COLUMNS} FROM assistants"),
-        &format!("{sort_column} {order}, assistant_id {order}"),
-        limit,
-        offset,
+        &format!(
+            "{} {order}, assistant_id {order}",
+            sort_column(page.sort_by)
+        ),
+        page.limit,
+        page.offset,
         map_row,
     )
 }

@@ -6,10 +6,11 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::codec::{json_column, to_json};
 use super::filter::Where;
-use super::StorageError;
 use crate::domain::checkpoint::{Checkpoint, CheckpointSource, TaskRecord};
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
+use crate::domain::query::HistoryQuery;
 use crate::domain::JsonMap;
+use crate::storage::StorageError;
 
 const COLUMNS: &str =
     "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, step, source, \
@@ -116,19 +117,6 @@ pub fn last_values_of_run(
             Ok((json_column(row, "values")?, json_column(row, "tasks")?))
         })
         .optional()?)
-}
-
-/// Filters of a history query.
-#[derive(Clone, Debug, Default)]
-pub struct HistoryQuery {
-    pub limit: i64,
-    /// Only checkpoints older than this one.
-    pub before: Option<CheckpointId>,
-    /// Exact match on top-level metadata keys.
-    pub metadata: Option<JsonMap>,
-    pub checkpoint_ns: String,
-    /// Only this checkpoint.
-    pub checkpoint_id: Option<CheckpointId>,
 }
 
 /// Checkpoints of a thread, newest first.

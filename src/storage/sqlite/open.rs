@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::StorageError;
+use crate::storage::StorageError;
 
 /// Opens the read-write connection, creating the file and its directory if needed.
 /// `max_size_bytes` caps the database file (`None`: only the disk limits it).
