@@ -208,6 +208,7 @@ impl From<ThreadError> for ApiError {
                 "Graph '{graph_id}' is not configured on this server"
             )),
             ThreadError::InvalidUpdate(message) => ApiError::BadRequest(message),
+            ThreadError::Panicked(_) => ApiError::Internal(error.to_string()),
             ThreadError::Storage(storage) => ApiError::from(storage),
             ThreadError::Retired => ApiError::Unavailable {
                 detail: BUSY_DETAIL,

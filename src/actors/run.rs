@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use actix::fut::wrap_future;
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
-    Message,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Recipient,
 };
 use futures_util::future::BoxFuture;
 use tokio::task::{AbortHandle, JoinError};
 
-use super::thread::{RunEnd, RunFinished, ThreadActor};
+use super::protocol::{BeginRun, RunEnd, RunFinished, StopRun};
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::run::{Run, RunError};
 use crate::graph::emit::{Emitter, Modes};
@@ -28,17 +27,6 @@ use crate::graph::Graph;
 use crate::storage::{SharedStore, StorageError};
 use crate::stream::RunStream;
 
-/// Applies the run's input and marks it `running` (with `recovered`: continues a run a crash
-/// left `running` from its last checkpoint); replies with the attempt's number once that is
-/// committed. Sent once by the ThreadActor, which waits for the reply before handling its next
-/// command. An error means the attempt never started and the thread actor records the run as
-/// failed.
-#[derive(Message)]
-#[rtype(result = "Result<u32, RunError>")]
-pub struct BeginRun {
-    pub recovered: bool,
-}
-
 /// The time limits of runs (`None`: no limit).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunLimits {
@@ -48,25 +36,13 @@ pub struct RunLimits {
     pub node: Option<Duration>,
 }
 
-/// Stops the run: its graph task is aborted and the actor stops without reporting. Sent by the
-/// ThreadActor, which then records the run as interrupted or deletes it. Idempotent.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopRun;
-
-/// Fault injection for tests: the actor stops as if it had died (the graph task is aborted and
-/// nothing asked it to stop).
-#[doc(hidden)]
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Die;
-
 /// Executes one run.
 pub struct RunActor {
     run: Run,
     graph: Arc<Graph>,
     store: SharedStore,
-    thread: Addr<ThreadActor>,
+    /// Where the end is reported: the thread actor, which this actor does not know.
+    thread: Recipient<RunFinished>,
     /// The graph task, once started; aborted on stop.
     execution: Option<AbortHandle>,
     /// Set by `StopRun`: the thread actor already knows, so nothing is reported.
@@ -86,7 +62,7 @@ impl RunActor {
         run: Run,
         graph: Arc<Graph>,
         store: SharedStore,
-        thread: Addr<ThreadActor>,
+        thread: Recipient<RunFinished>,
         stream: Arc<RunStream>,
         limits: RunLimits,
     ) -> Self {
@@ -370,14 +346,6 @@ impl Handler<BeginRun> for RunActor {
                 }
             },
         )))
-    }
-}
-
-impl Handler<Die> for RunActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Die, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }
 

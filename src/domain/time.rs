@@ -29,7 +29,12 @@ impl Timestamp {
 
     /// How long from now until this instant; zero if it is in the past.
     pub fn until(self) -> std::time::Duration {
-        (self.0 - Utc::now()).to_std().unwrap_or_default()
+        self.after(Self::now())
+    }
+
+    /// How long after `earlier` this instant is; zero if it is not after it.
+    pub fn after(self, earlier: Timestamp) -> std::time::Duration {
+        (self.0 - earlier.0).to_std().unwrap_or_default()
     }
 
     /// Parses the wire format (any RFC 3339 offset is accepted).

@@ -16,6 +16,15 @@ fn thread_id(text: &str) -> ThreadId {
 }
 
 async fn inject(app: &TestApp, thread: &str, fault: InjectFault) {
+    inject_into(app, thread, fault).await.unwrap();
+}
+
+/// Injects a fault; the reply is an error when the fault killed the actor before it answered.
+async fn inject_into(
+    app: &TestApp,
+    thread: &str,
+    fault: InjectFault,
+) -> Result<(), actix::MailboxError> {
     let actor = app
         .registry
         .send(GetThread {
@@ -23,7 +32,7 @@ async fn inject(app: &TestApp, thread: &str, fault: InjectFault) {
         })
         .await
         .unwrap();
-    actor.send(fault).await.unwrap();
+    actor.send(fault).await
 }
 
 async fn attempts(app: &TestApp, run: &str) -> i64 {
@@ -85,6 +94,62 @@ async fn a_thread_actor_that_dies_is_restarted_and_resumes_its_run_and_its_queue
         .map(|(kind, text)| (kind.to_owned(), text.to_owned()))
     );
     assert_eq!(app.orphaned_checkpoints().await, 0);
+}
+
+#[tokio::test]
+async fn a_thread_actor_that_panics_in_a_handler_is_replaced_and_its_thread_goes_on() {
+    let app = spawn_app().await;
+    let thread = app.create_thread().await;
+    app.gates.open("open");
+    let first = run_id(&app.gated_run(&thread, "first", "open", "enqueue").await);
+    app.join(&thread, &first).await;
+
+    // A panic kills an actix actor for good (its supervisor restarts only actors that stop):
+    // the registry must not keep handing out the dead address.
+    let killed = inject_into(&app, &thread, InjectFault::ThreadActorPanics).await;
+    assert!(killed.is_err(), "the panicking handler did not answer");
+
+    // A command that reached the dead actor's mailbox before it closed gets a 503 to retry;
+    // the thread must not stay unreachable.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let second = loop {
+        let reply = app.gated_run(&thread, "second", "open", "enqueue").await;
+        if reply.status != 503 || tokio::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    app.join(&thread, &run_id(&second)).await;
+    assert_eq!(app.human_messages(&thread).await, ["first", "second"]);
+    app.wait_for_thread_status(&thread, "idle").await;
+}
+
+#[tokio::test]
+async fn a_state_update_whose_reducers_panic_fails_only_that_request() {
+    let app = spawn_app().await;
+    let thread = app.create_thread().await;
+    app.gates.open("open");
+    let first = run_id(&app.gated_run(&thread, "first", "open", "enqueue").await);
+    app.join(&thread, &first).await;
+    let update = json!({"values": {"messages": [{"role": "user", "content": "edited"}]}});
+
+    inject(&app, &thread, InjectFault::StateUpdatePanics).await;
+    let failed = app
+        .post(&format!("/threads/{thread}/state"), update.clone())
+        .await;
+    assert_eq!(failed.status, 500, "{:?}", failed.body);
+    assert_eq!(failed.detail(), "Internal Server Error");
+
+    // The thread's actor lived through it: the same update now works, and so do runs.
+    let updated = app.post(&format!("/threads/{thread}/state"), update).await;
+    assert_eq!(updated.status, 200, "{:?}", updated.body);
+    let second = run_id(&app.gated_run(&thread, "second", "open", "enqueue").await);
+    app.join(&thread, &second).await;
+    assert_eq!(
+        app.human_messages(&thread).await,
+        ["first", "edited", "second"]
+    );
 }
 
 #[tokio::test]

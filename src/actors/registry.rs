@@ -1,9 +1,11 @@
 //! ThreadRegistry: maps a ThreadId to the address of its ThreadActor, starting one (supervised, on
-//! one of a fixed pool of arbiters) on first use. HTTP handlers ask it for the address, then send
-//! their command to the thread actor directly. A thread actor with nothing to do for
-//! `runtime.actor_idle_seconds` asks to be forgotten (`Retire`); it then refuses commands, so a
-//! sender that raced the retirement asks again and gets a fresh actor, rebuilt from SQLite.
-//! At shutdown it drains every thread actor (`Shutdown`).
+//! one of a fixed pool of arbiters) on first use, or when the one it had is dead (a panic in a
+//! handler kills an actor for good; its supervisor restarts only actors that stop). Callers ask
+//! it for the address, then send their command to the thread actor directly. A thread actor with
+//! nothing to do for `runtime.actor_idle_seconds` asks to be forgotten (`Retire`); it then
+//! refuses commands, so a sender that raced the retirement asks again and gets a fresh actor,
+//! rebuilt from storage. At shutdown it drains every thread actor (`Shutdown`). This is where a
+//! cluster-wide lease per thread will be taken.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,7 +18,8 @@ use actix::{
 };
 use futures_util::future::join_all;
 
-use super::thread::{Drain, Halt, ThreadActor, ThreadSettings};
+use super::protocol::{Drain, ForgetThread, Halt, RegistryClient, Retire};
+use super::thread::{ThreadActor, ThreadSettings};
 use crate::domain::ids::ThreadId;
 use crate::graph::GraphRegistry;
 use crate::storage::SharedStore;
@@ -27,24 +30,6 @@ use crate::stream::StreamHub;
 #[rtype(result = "Addr<ThreadActor>")]
 pub struct GetThread {
     pub thread_id: ThreadId,
-}
-
-/// Drops the registry's address of a thread actor whose thread is gone for good (a stateless
-/// run's temporary thread); the actor stops once no address to it remains. Sent by that actor.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ForgetThread {
-    pub thread_id: ThreadId,
-}
-
-/// An idle thread actor asks to be forgotten. Replies true when the registry no longer hands
-/// out its address (the actor then refuses every command); false when it must stay (another
-/// actor is registered for the thread, or the server is shutting down).
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct Retire {
-    pub thread_id: ThreadId,
-    pub address: Addr<ThreadActor>,
 }
 
 /// How many thread actors are in memory. Sent by tests.
@@ -76,7 +61,11 @@ pub struct ThreadRegistry {
     store: SharedStore,
     graphs: Arc<GraphRegistry>,
     arbiters: Vec<ArbiterHandle>,
-    threads: HashMap<ThreadId, Addr<ThreadActor>>,
+    /// Each live thread actor with the generation it was started with.
+    threads: HashMap<ThreadId, (Addr<ThreadActor>, u64)>,
+    /// The generation the next thread actor gets: `Retire` and `ForgetThread` name it, so a
+    /// stale actor can never make the registry forget its successor.
+    next_generation: u64,
     hub: Arc<StreamHub>,
     settings: Arc<ThreadSettings>,
 }
@@ -99,6 +88,7 @@ impl ThreadRegistry {
             graphs,
             arbiters,
             threads: HashMap::new(),
+            next_generation: 0,
             hub,
             settings: Arc::new(settings),
         }
@@ -113,19 +103,42 @@ impl Handler<GetThread> for ThreadRegistry {
     type Result = MessageResult<GetThread>;
 
     fn handle(&mut self, message: GetThread, ctx: &mut Context<Self>) -> Self::Result {
-        let registry = ctx.address();
         let thread_id = message.thread_id;
-        let address = self.threads.entry(thread_id).or_insert_with(|| {
-            let index = (thread_id.0.as_u128() % self.arbiters.len() as u128) as usize;
-            let store = self.store.clone();
-            let graphs = self.graphs.clone();
-            let hub = self.hub.clone();
-            let settings = self.settings.clone();
-            Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
-                ThreadActor::new(thread_id, store, graphs, hub, registry, settings)
-            })
+        if let Some((address, generation)) = self.threads.get(&thread_id) {
+            if address.connected() {
+                return MessageResult(address.clone());
+            }
+            log::warn!(
+                "thread actor found dead, starting a new one thread_id={thread_id} generation={generation}"
+            );
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let index = (thread_id.0.as_u128() % self.arbiters.len() as u128) as usize;
+        let store = self.store.clone();
+        let graphs = self.graphs.clone();
+        let hub = self.hub.clone();
+        let settings = self.settings.clone();
+        let registry = RegistryClient {
+            retire: ctx.address().recipient(),
+            forget: ctx.address().recipient(),
+            generation,
+        };
+        let address = Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
+            ThreadActor::new(thread_id, store, graphs, hub, registry, settings)
         });
-        MessageResult(address.clone())
+        self.threads
+            .insert(thread_id, (address.clone(), generation));
+        MessageResult(address)
+    }
+}
+
+impl ThreadRegistry {
+    /// Whether `thread_id`'s registered actor is the one of `generation`.
+    fn holds(&self, thread_id: ThreadId, generation: u64) -> bool {
+        self.threads
+            .get(&thread_id)
+            .is_some_and(|(_, registered)| *registered == generation)
     }
 }
 
@@ -133,7 +146,9 @@ impl Handler<ForgetThread> for ThreadRegistry {
     type Result = ();
 
     fn handle(&mut self, message: ForgetThread, _: &mut Context<Self>) {
-        self.threads.remove(&message.thread_id);
+        if self.holds(message.thread_id, message.generation) {
+            self.threads.remove(&message.thread_id);
+        }
     }
 }
 
@@ -144,13 +159,11 @@ impl Handler<Retire> for ThreadRegistry {
         if self.settings.draining.load(Ordering::SeqCst) {
             return false;
         }
-        match self.threads.get(&message.thread_id) {
-            Some(address) if *address == message.address => {
-                self.threads.remove(&message.thread_id);
-                true
-            }
-            _ => false,
+        if !self.holds(message.thread_id, message.generation) {
+            return false;
         }
+        self.threads.remove(&message.thread_id);
+        true
     }
 }
 
@@ -167,7 +180,11 @@ impl Handler<Shutdown> for ThreadRegistry {
 
     fn handle(&mut self, message: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.settings.draining.store(true, Ordering::SeqCst);
-        let actors: Vec<Addr<ThreadActor>> = self.threads.values().cloned().collect();
+        let actors: Vec<Addr<ThreadActor>> = self
+            .threads
+            .values()
+            .map(|(address, _)| address.clone())
+            .collect();
         log::info!(
             "shutdown: draining thread actors count={} grace_ms={}",
             actors.len(),

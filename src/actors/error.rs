@@ -1,0 +1,42 @@
+//! ThreadError: why a command to a thread actor (or to the runtime around it) was not carried
+//! out. Typed; `error.rs` renders it for clients.
+
+use actix::MailboxError;
+
+use crate::domain::ids::{RunId, ThreadId};
+use crate::storage::StorageError;
+
+/// A thread command that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadError {
+    /// `multitask_strategy: reject` while runs are in flight (409).
+    #[error("the thread is busy and the run's strategy is reject")]
+    Busy,
+    /// A state update while these runs are in flight (409).
+    #[error("thread {thread_id} has runs in flight: {runs:?}")]
+    InFlight {
+        thread_id: ThreadId,
+        runs: Vec<RunId>,
+    },
+    /// A state update on a thread that no run has assigned a graph to (400).
+    #[error("thread {0} has no graph")]
+    NoGraph(ThreadId),
+    /// The thread's graph is not served here (400).
+    #[error("graph {0} is not served")]
+    GraphNotServed(String),
+    /// The engine refused a state update; the text says why (400).
+    #[error("{0}")]
+    InvalidUpdate(String),
+    /// Code the command ran panicked (500); the actor and the thread go on.
+    #[error("{0} panicked")]
+    Panicked(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The thread actor could not be reached.
+    #[error("thread actor unavailable: {0}")]
+    Mailbox(#[from] MailboxError),
+    /// The thread actor retired (idle) just before the command arrived: ask the registry for
+    /// the thread's actor again.
+    #[error("the thread actor retired; ask the registry again")]
+    Retired,
+}
