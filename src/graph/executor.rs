@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use super::emit::{Emitter, NodeStream, TaskInfo};
-use super::nodes::{NodeInput, INTERRUPT_ERROR};
-use super::{Graph, START};
+use super::graph::{Graph, START};
+use super::node::{NodeError, NodeInput, NodeResult};
 use crate::domain::checkpoint::{Checkpoint, CheckpointSource, Interrupt, TaskRecord};
 use crate::domain::ids::{task_id, CheckpointId, RunId, ThreadId};
 use crate::domain::run::{Breakpoints, RunError};
@@ -48,9 +48,6 @@ pub struct RunPlan {
     /// A node task still running after this long fails the run with NodeTimeoutError.
     pub node_timeout: Option<std::time::Duration>,
 }
-
-/// The error class a subgraph's node result carries when storage fenced the run.
-const FENCED_ERROR: &str = "__fenced__";
 
 /// A run's `command`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -673,10 +670,7 @@ fn panic_message(error: tokio::task::JoinError) -> String {
 /// A task of a superstep: running, or completed before (its result reused).
 enum Running {
     Done,
-    Task(
-        AbortOnDrop<crate::graph::nodes::NodeResult>,
-        Arc<std::sync::Mutex<Option<Value>>>,
-    ),
+    Task(AbortOnDrop<NodeResult>),
 }
 
 /// Some tasks of the superstep interrupted: the state stays as it was, and a checkpoint records
@@ -726,11 +720,11 @@ fn subgraph(
     parent: Arc<Graph>,
     state: Arc<JsonMap>,
     mut sink: Box<dyn CheckpointSink>,
-) -> BoxFuture<'static, crate::graph::nodes::NodeResult> {
-    fn error_of(halt: Halt) -> RunError {
+) -> BoxFuture<'static, NodeResult> {
+    fn error_of(halt: Halt) -> NodeError {
         match halt {
-            Halt::Failed(error) => error,
-            Halt::Fenced => RunError::new(FENCED_ERROR, "the run was stopped"),
+            Halt::Failed(error) => NodeError::Failed(error),
+            Halt::Fenced => NodeError::Fenced,
         }
     }
     Box::pin(async move {
@@ -753,7 +747,8 @@ fn subgraph(
                     "graph '{}' paused with an interrupt inside a subgraph; interrupts in subgraphs are not supported yet",
                     plan.graph.id
                 ),
-            ));
+            )
+            .into());
         }
         Ok(Some(parent.output_from(&plan.graph, &state, finish.values)))
     })
@@ -829,12 +824,11 @@ pub async fn execute(
             }
             plan.emitter.task_started(&task, &state);
             let definition = plan.graph.node(name);
-            let interrupted = Arc::new(std::sync::Mutex::new(None));
             if let Some(graph) = definition.and_then(|definition| definition.subgraph.clone()) {
                 let child = plan.subgraph(graph, &task, cursor.checkpoint_id);
                 let run = subgraph(child, plan.graph.clone(), state.clone(), sink.share());
                 let handle = tokio::spawn(run);
-                tasks.push((task, None, Running::Task(AbortOnDrop(handle), interrupted)));
+                tasks.push((task, None, Running::Task(AbortOnDrop(handle))));
                 continue;
             }
             let node = definition.map(|definition| definition.node.clone());
@@ -845,7 +839,6 @@ pub async fn execute(
                 config: plan.node_config.clone(),
                 stream: NodeStream::new(plan.emitter.clone(), task.clone()),
                 resume: cursor.resume.get(&index).cloned(),
-                interrupted: interrupted.clone(),
             };
             let limit = plan.node_timeout;
             let handle = tokio::spawn(async move {
@@ -853,7 +846,8 @@ pub async fn execute(
                     return Err(RunError::new(
                         "TaskNotFound",
                         format!("node '{}' is not part of the graph", input.node),
-                    ));
+                    )
+                    .into());
                 };
                 let Some(limit) = limit else {
                     return node.invoke(input).await;
@@ -869,16 +863,17 @@ pub async fn execute(
                                 "node '{name}' did not finish within {}s (runtime.node_timeout_seconds)",
                                 limit.as_secs_f64()
                             ),
-                        ))
+                        )
+                        .into())
                     })
             });
-            tasks.push((task, None, Running::Task(AbortOnDrop(handle), interrupted)));
+            tasks.push((task, None, Running::Task(AbortOnDrop(handle))));
         }
         // Every task is already running; awaiting them in order only fixes the merge order.
         let mut results: Vec<Option<JsonMap>> = Vec::with_capacity(tasks.len());
         let mut interrupts: Vec<(usize, Value)> = vec![];
         for (index, (info, completed, running)) in tasks.iter_mut().enumerate() {
-            let (task, interrupted) = match running {
+            let task = match running {
                 Running::Done => {
                     results.push(completed.take().and_then(|result| match result {
                         Value::Object(update) => Some(update),
@@ -886,24 +881,19 @@ pub async fn execute(
                     }));
                     continue;
                 }
-                Running::Task(task, interrupted) => (task, interrupted),
+                Running::Task(task) => task,
             };
             match (&mut task.0).await {
                 Ok(Ok(update)) => {
                     plan.emitter.task_finished(info, update.as_ref(), &state);
                     results.push(update);
                 }
-                Ok(Err(error)) if error.error == FENCED_ERROR => return Err(Halt::Fenced),
-                Ok(Err(error)) if error.error == INTERRUPT_ERROR => {
-                    match NodeInput::take_interrupt(interrupted) {
-                        Some(value) => {
-                            interrupts.push((index, value));
-                            results.push(None);
-                        }
-                        None => return Err(Halt::Failed(error)),
-                    }
+                Ok(Err(NodeError::Fenced)) => return Err(Halt::Fenced),
+                Ok(Err(NodeError::Interrupted(value))) => {
+                    interrupts.push((index, value));
+                    results.push(None);
                 }
-                Ok(Err(error)) => return Err(Halt::Failed(error)),
+                Ok(Err(NodeError::Failed(error))) => return Err(Halt::Failed(error)),
                 Err(join_error) => {
                     return Err(Halt::Failed(RunError::new(
                         "NodePanic",
@@ -952,7 +942,7 @@ pub async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::nodes::NativeNodes;
+    use crate::graph::node::NativeNodes;
     use crate::graph::parse_spec;
 
     struct Collect(Vec<Checkpoint>);

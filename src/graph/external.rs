@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::emit::NodeStream;
-use super::nodes::{Node, NodeInput, NodeResult};
+use super::node::{Node, NodeInput, NodeResult};
 use super::spec::{NodeSpec, RetrySpec};
 use crate::domain::run::RunError;
 use crate::domain::JsonMap;
@@ -708,7 +708,7 @@ impl Attempts {
                 self.class_of(&failure)
             );
             if !retry {
-                return Err(self.give_up(failure, attempt));
+                return Err(self.give_up(failure, attempt).into());
             }
             tokio::time::sleep(self.retry.backoff(attempt)).await;
             attempt += 1;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::emit::{ModelInfo, NodeStream};
 use super::messages::message_type;
-use super::nodes::{messages_of, messages_update, Node, NodeInput, NodeResult};
+use super::node::{messages_of, messages_update, Node, NodeInput, NodeResult};
 use super::spec::NodeSpec;
 use super::tools::Tool;
 use crate::domain::run::RunError;
