@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use crate::actors::{GetThread, RunLimits, Shutdown, ThreadRegistry, ThreadSettings};
 use crate::config::Settings;
-use crate::graph::nodes::NativeNodes;
+use crate::graph::node::NativeNodes;
 use crate::graph::GraphRegistry;
 use crate::http::{self, AppState};
 use crate::storage::sqlite::SqliteStore;

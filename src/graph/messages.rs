@@ -1,5 +1,6 @@
 //! LangChain messages: coercion of the accepted input forms into the serialised `model_dump()`
-//! shape, and the `add_messages` reducer (append, replace by id, remove, remove-all).
+//! shape, the `add_messages` reducer (append, replace by id, remove, remove-all), and the tool
+//! message that answers a tool call.
 
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -282,6 +283,21 @@ pub fn tool_calls(message: &Value) -> &[Value] {
         (Some("ai"), Some(Value::Array(calls))) => calls,
         _ => &[],
     }
+}
+
+/// A tool message answering `call`.
+pub fn tool_message(call: &Value, content: String, status: &str) -> Value {
+    json!({
+        "content": content,
+        "additional_kwargs": {},
+        "response_metadata": {},
+        "type": "tool",
+        "name": call["name"],
+        "id": Uuid::new_v4().to_string(),
+        "tool_call_id": call["id"],
+        "artifact": null,
+        "status": status,
+    })
 }
 
 #[cfg(test)]

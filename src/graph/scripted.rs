@@ -194,7 +194,7 @@ mod tests {
         let tools = vec![SEARCH_TOOL.to_owned()];
         let question = human("what's the weather in nyc?");
         let call = reply(std::slice::from_ref(&question), &tools);
-        let result = crate::graph::tools::tool_message(
+        let result = crate::graph::messages::tool_message(
             &call["tool_calls"][0],
             search_tool(&call["tool_calls"][0]["args"]).unwrap(),
             "success",

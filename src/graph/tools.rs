@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use log::info;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::external::{self, Target};
+use super::messages::tool_message;
 use super::scripted;
 use super::spec::ToolSpec;
 
@@ -167,21 +167,6 @@ impl Tool {
             _ => Ok(text.into_owned()),
         }
     }
-}
-
-/// A tool message answering `call`.
-pub fn tool_message(call: &Value, content: String, status: &str) -> Value {
-    json!({
-        "content": content,
-        "additional_kwargs": {},
-        "response_metadata": {},
-        "type": "tool",
-        "name": call["name"],
-        "id": Uuid::new_v4().to_string(),
-        "tool_call_id": call["id"],
-        "artifact": null,
-        "status": status,
-    })
 }
 
 /// The tools of one graph by name: the declared ones and the built-in ones.

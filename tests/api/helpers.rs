@@ -12,7 +12,7 @@ use spindle::config::{
     RuntimeSettings, ServerSettings, Settings, StreamSettings,
 };
 use spindle::domain::run::RunError;
-use spindle::graph::nodes::{NativeNodes, NodeInput};
+use spindle::graph::node::{NativeNodes, NodeInput};
 use spindle::startup::Application;
 use tokio::sync::watch;
 
@@ -126,10 +126,9 @@ impl Gates {
         native.register("fault", |input: NodeInput| async move {
             match input.config.get("fault").and_then(Value::as_str) {
                 Some("panic") => panic!("the fault node panicked on purpose"),
-                Some("error") => Err(RunError::new(
-                    "ValueError",
-                    "the fault node failed on purpose",
-                )),
+                Some("error") => {
+                    Err(RunError::new("ValueError", "the fault node failed on purpose").into())
+                }
                 _ => Ok(None),
             }
         });

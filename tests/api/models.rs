@@ -10,7 +10,7 @@ mod openai_server;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use spindle::graph::nodes::NativeNodes;
+use spindle::graph::node::NativeNodes;
 use spindle::graph::{parse_spec, Graph};
 
 use crate::helpers::{run_id, spawn_app_with, Reply as ApiReply, TestApp};
