@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::actors::ThreadError;
 use crate::domain::ids::RunId;
 use crate::domain::{AlreadyExists, NotFound, ValidationError};
+use crate::engine::EngineError;
 use crate::storage::{StorageError, Unavailable};
 
 /// The detail of a 503 whose cause is internal (an actor that could not be reached).
@@ -208,7 +209,15 @@ impl From<ThreadError> for ApiError {
                 "Graph '{graph_id}' is not configured on this server"
             )),
             ThreadError::InvalidUpdate(message) => ApiError::BadRequest(message),
-            ThreadError::Panicked(_) => ApiError::Internal(error.to_string()),
+            ThreadError::Panicked(_) | ThreadError::Engine(_) => {
+                ApiError::Internal(error.to_string())
+            }
+            ThreadError::Invalid(invalid) => ApiError::from(invalid),
+            ThreadError::NotFound(missing) => ApiError::NotFound(missing),
+            ThreadError::Draining => ApiError::Unavailable {
+                detail: "The server is shutting down and accepts no new runs; retry shortly.",
+                cause: "shutting down".into(),
+            },
             ThreadError::Storage(storage) => ApiError::from(storage),
             ThreadError::Retired => ApiError::Unavailable {
                 detail: BUSY_DETAIL,
@@ -219,6 +228,12 @@ impl From<ThreadError> for ApiError {
                 cause: format!("thread actor: {mailbox}"),
             },
         }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        ApiError::from(ThreadError::from(error))
     }
 }
 

@@ -5,8 +5,8 @@
 pub mod actors;
 pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod error;
-pub mod graph;
 pub mod http;
 pub mod retention;
 pub mod startup;

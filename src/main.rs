@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use spindle::config;
-use spindle::graph::node::NativeNodes;
+use spindle::engine::toml::node::NativeNodes;
 use spindle::startup::Application;
 
 #[derive(Parser)]

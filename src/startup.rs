@@ -13,10 +13,11 @@ use actix_web::middleware::{ErrorHandlers, Logger};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::actors::{GetThread, RunLimits, Shutdown, ThreadRegistry, ThreadSettings};
+use crate::actors::{GetThread, RunLimits, Runtime, Shutdown, ThreadRegistry, ThreadSettings};
 use crate::config::Settings;
-use crate::graph::node::NativeNodes;
-use crate::graph::GraphRegistry;
+use crate::engine::toml::node::NativeNodes;
+use crate::engine::toml::{GraphRegistry, TomlEngine};
+use crate::engine::Engines;
 use crate::http::{self, AppState};
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::SharedStore;
@@ -49,11 +50,16 @@ fn threads_or_cpus(configured: usize) -> usize {
 impl Application {
     /// Builds the application from settings; `native` holds Rust node functions graphs may use.
     pub async fn build(settings: Settings, native: NativeNodes) -> anyhow::Result<Application> {
-        let graphs = GraphRegistry::load(&settings.graphs.files, &settings.config_dir, &native)
-            .context("cannot load the graphs")?;
-        let graph_ids: Vec<String> = graphs.ids().map(str::to_owned).collect();
+        let toml_graphs =
+            GraphRegistry::load(&settings.graphs.files, &settings.config_dir, &native)
+                .context("cannot load the graphs")?;
+        let mut engines = Engines::default();
+        engines
+            .add(Arc::new(TomlEngine::new(toml_graphs)))
+            .map_err(anyhow::Error::msg)?;
+        let graph_ids: Vec<String> = engines.ids().map(str::to_owned).collect();
         log::info!("graphs loaded graphs={}", graph_ids.join(","));
-        let graphs = Arc::new(graphs);
+        let engines = Arc::new(engines);
 
         let database = &settings.database;
         let store: SharedStore = Arc::new(
@@ -82,7 +88,7 @@ impl Application {
         let draining = Arc::new(AtomicBool::new(false));
         let registry = ThreadRegistry::new(
             store.clone(),
-            graphs.clone(),
+            engines.clone(),
             arbiters.iter().map(Arbiter::handle).collect(),
             hub.clone(),
             ThreadSettings {
@@ -119,13 +125,15 @@ impl Application {
         let server_settings = &settings.server;
         let body_limit = server_settings.body_limit_bytes;
         let state = web::Data::new(AppState {
-            store: store.clone(),
-            registry: registry.clone(),
-            graphs,
+            runtime: Runtime::new(
+                store.clone(),
+                engines,
+                registry.clone(),
+                hub,
+                draining.clone(),
+            ),
             body_limit,
-            hub,
             heartbeat: settings.stream.heartbeat(),
-            draining: draining.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -52,6 +52,11 @@ pub struct Event {
     pub frame: Bytes,
 }
 
+/// The data of the `metadata` event that opens every run stream.
+pub fn metadata_event(run_id: RunId, attempt: u32) -> Value {
+    serde_json::json!({"run_id": run_id, "attempt": attempt})
+}
+
 /// Frames one SSE event: compact JSON on one line, CRLF line ends, `id:` when given.
 pub fn sse_frame(name: &str, data: &str, id: Option<u64>) -> Bytes {
     let mut text = String::with_capacity(name.len() + data.len() + 32);

@@ -4,6 +4,8 @@
 use actix::MailboxError;
 
 use crate::domain::ids::{RunId, ThreadId};
+use crate::domain::{NotFound, ValidationError};
+use crate::engine::{EngineError, PortError};
 use crate::storage::StorageError;
 
 /// A thread command that could not be carried out.
@@ -30,6 +32,18 @@ pub enum ThreadError {
     /// Code the command ran panicked (500); the actor and the thread go on.
     #[error("{0} panicked")]
     Panicked(String),
+    /// The engine failed (500); the text says how.
+    #[error("the engine failed: {0}")]
+    Engine(String),
+    /// The request is invalid (4xx).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Something the request named does not exist (404).
+    #[error("not found: {0:?}")]
+    NotFound(NotFound),
+    /// The server is shutting down and accepts no new runs (503).
+    #[error("the server is shutting down")]
+    Draining,
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// The thread actor could not be reached.
@@ -39,4 +53,17 @@ pub enum ThreadError {
     /// the thread's actor again.
     #[error("the thread actor retired; ask the registry again")]
     Retired,
+}
+
+impl From<EngineError> for ThreadError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Invalid(message) => ThreadError::InvalidUpdate(message),
+            EngineError::UnknownGraph(graph_id) => ThreadError::GraphNotServed(graph_id),
+            EngineError::Port(PortError::NotFound(missing)) => {
+                ThreadError::Storage(StorageError::NotFound(missing))
+            }
+            other => ThreadError::Engine(other.to_string()),
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! Messages live in `protocol`; a child holds a `Recipient` of its parent's messages, never the
 //! parent's address. Imports: domain, stream, storage, engine. Never actix-web, never a backend.
 
+mod checkpoints;
 pub mod error;
 #[cfg(any(test, feature = "testing"))]
 mod faults;
@@ -17,6 +18,7 @@ pub mod protocol;
 pub mod registry;
 mod retry;
 pub mod run;
+pub mod runtime;
 pub mod thread;
 
 pub use error::ThreadError;
@@ -28,4 +30,5 @@ pub use protocol::{
 };
 pub use registry::{GetThread, LiveThreads, Shutdown, ShutdownReport, ThreadRegistry};
 pub use run::{RunActor, RunLimits};
+pub use runtime::{RunReply, Runtime};
 pub use thread::{ThreadActor, ThreadSettings};

@@ -123,14 +123,16 @@ pub struct Halt;
 
 // ----- between a thread actor and its run actor -----
 
-/// Applies the run's input and marks it `running` (with `recovered`: continues a run a crash
-/// left `running` from its last checkpoint); replies with the attempt's number once that is
-/// committed. Sent once by the thread actor, which waits for the reply before handling its next
-/// command. An error means the attempt never started and the thread actor records the run as
-/// failed.
+/// Begins attempt `attempt` of the run: its engine applies the input and marks it `running`
+/// (with `recovered`: continues a run a crash left `running` from its last checkpoint); replies
+/// with the attempt's number once that is committed. Sent once by the thread actor, which waits
+/// for the reply before handling its next command. An error means the attempt never started and
+/// the thread actor records the run as failed.
 #[derive(Message)]
 #[rtype(result = "Result<u32, RunError>")]
 pub struct BeginRun {
+    /// The run's attempts so far plus one; storage refuses any other.
+    pub attempt: u32,
     pub recovered: bool,
 }
 

@@ -21,7 +21,7 @@ use futures_util::future::join_all;
 use super::protocol::{Drain, ForgetThread, Halt, RegistryClient, Retire};
 use super::thread::{ThreadActor, ThreadSettings};
 use crate::domain::ids::ThreadId;
-use crate::graph::GraphRegistry;
+use crate::engine::Engines;
 use crate::storage::SharedStore;
 use crate::stream::StreamHub;
 
@@ -59,7 +59,7 @@ const HALT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The registry of live thread actors.
 pub struct ThreadRegistry {
     store: SharedStore,
-    graphs: Arc<GraphRegistry>,
+    engines: Arc<Engines>,
     arbiters: Vec<ArbiterHandle>,
     /// Each live thread actor with the generation it was started with.
     threads: HashMap<ThreadId, (Addr<ThreadActor>, u64)>,
@@ -74,7 +74,7 @@ impl ThreadRegistry {
     /// A registry that starts thread actors on `arbiters` (at least one).
     pub fn new(
         store: SharedStore,
-        graphs: Arc<GraphRegistry>,
+        engines: Arc<Engines>,
         arbiters: Vec<ArbiterHandle>,
         hub: Arc<StreamHub>,
         settings: ThreadSettings,
@@ -85,7 +85,7 @@ impl ThreadRegistry {
         );
         Self {
             store,
-            graphs,
+            engines,
             arbiters,
             threads: HashMap::new(),
             next_generation: 0,
@@ -116,7 +116,7 @@ impl Handler<GetThread> for ThreadRegistry {
         self.next_generation += 1;
         let index = (thread_id.0.as_u128() % self.arbiters.len() as u128) as usize;
         let store = self.store.clone();
-        let graphs = self.graphs.clone();
+        let engines = self.engines.clone();
         let hub = self.hub.clone();
         let settings = self.settings.clone();
         let registry = RegistryClient {
@@ -125,7 +125,7 @@ impl Handler<GetThread> for ThreadRegistry {
             generation,
         };
         let address = Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
-            ThreadActor::new(thread_id, store, graphs, hub, registry, settings)
+            ThreadActor::new(thread_id, store, engines, hub, registry, settings)
         });
         self.threads
             .insert(thread_id, (address.clone(), generation));

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::errors::ValidationError;
 use super::ids::{CheckpointId, RunId, ThreadId};
 use super::time::Timestamp;
 use super::JsonMap;
@@ -180,6 +181,25 @@ pub fn empty_state() -> Value {
         "checkpoint_id": null,
         "parent_checkpoint_id": null,
     })
+}
+
+/// A checkpoint reference in a request body: `{checkpoint_id?, checkpoint_ns?, …}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CheckpointRef {
+    pub checkpoint_id: Option<String>,
+    pub checkpoint_ns: Option<String>,
+}
+
+/// The checkpoint a body names, by `checkpoint_id` or by `checkpoint: {checkpoint_id}`
+/// (invalid if it is not a UUID).
+pub fn named_checkpoint(
+    direct: Option<String>,
+    reference: Option<CheckpointRef>,
+) -> Result<Option<CheckpointId>, ValidationError> {
+    direct
+        .or_else(|| reference.and_then(|reference| reference.checkpoint_id))
+        .map(|text| CheckpointId::parse(&text))
+        .transpose()
 }
 
 #[cfg(test)]

@@ -4,12 +4,15 @@
 
 pub mod assistant;
 pub mod checkpoint;
+pub mod command;
 pub mod errors;
 pub mod ids;
 pub mod missing;
 pub mod multitask;
 pub mod query;
 pub mod run;
+pub mod run_request;
+pub mod stream_mode;
 pub mod thread;
 pub mod time;
 

@@ -3,8 +3,10 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use super::command::Command;
 use super::ids::{AssistantId, CheckpointId, RunId, ThreadId};
 use super::multitask::MultitaskStrategy;
+use super::stream_mode::StreamMode;
 use super::time::Timestamp;
 use super::JsonMap;
 
@@ -119,13 +121,13 @@ pub struct RunKwargs {
     /// The graph input; `null` continues from the current checkpoint.
     pub input: Option<Value>,
     /// `{update?, resume?, goto?}`; takes precedence over `input`.
-    pub command: Option<Value>,
+    pub command: Option<Command>,
     /// `{configurable, metadata, recursion_limit?, tags?, …}` as the graph sees it.
     pub config: JsonMap,
     /// The run context; nodes see it merged over `config.configurable`.
     pub context: JsonMap,
     /// Requested stream modes (always a list).
-    pub stream_mode: Vec<String>,
+    pub stream_mode: Vec<StreamMode>,
     pub interrupt_before: Option<Breakpoints>,
     pub interrupt_after: Option<Breakpoints>,
     pub webhook: Option<String>,

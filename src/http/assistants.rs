@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::extract::{self, json_body};
-use super::{paginated, AppState};
+use super::reply::paginated;
+use super::state::AppState;
 use crate::actors::{DeleteThread, ThreadError};
 use crate::domain::assistant::{Assistant, AssistantChange, AssistantVersion};
 use crate::domain::ids::AssistantId;
@@ -17,8 +18,8 @@ use crate::domain::query::{AssistantFilter, AssistantSortBy, Page, SortOrder};
 use crate::domain::thread::IfExists;
 use crate::domain::time::Timestamp;
 use crate::domain::{JsonMap, NotFound};
+use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::graph::Graph;
 use crate::storage::StorageError;
 
 const ASSISTANT_FIELDS: [&str; 10] = [
@@ -37,7 +38,7 @@ const ASSISTANT_FIELDS: [&str; 10] = [
 fn unknown_graph(state: &AppState, graph_id: &str) -> ApiError {
     ApiError::NotFound(NotFound::Graph {
         graph_id: graph_id.to_owned(),
-        known: state.graphs.ids().map(str::to_owned).collect(),
+        known: state.runtime.engines().ids().map(str::to_owned).collect(),
     })
 }
 
@@ -60,7 +61,7 @@ struct AssistantCreate {
 /// `POST /assistants`
 pub async fn create(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
     let request: AssistantCreate = json_body(&body)?;
-    if state.graphs.get(&request.graph_id).is_none() {
+    if !state.runtime.engines().serves(&request.graph_id) {
         return Err(unknown_graph(&state, &request.graph_id));
     }
     let assistant_id = match request.assistant_id.as_deref() {
@@ -80,7 +81,7 @@ pub async fn create(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
     };
     version.mirror_context();
     let assistant = state
-        .store
+        .store()
         .create_assistant(version, request.if_exists.unwrap_or_default())
         .await?;
     Ok(HttpResponse::Ok().json(assistant))
@@ -93,7 +94,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let assistant_id = extract::assistant_id(&path)?;
     let assistant = state
-        .store
+        .store()
         .get_assistant(assistant_id)
         .await?
         .ok_or_else(|| assistant_not_found(assistant_id))?;
@@ -119,7 +120,7 @@ pub async fn patch(
     let assistant_id = extract::assistant_id(&path)?;
     let request: AssistantPatch = json_body(&body)?;
     if let Some(graph_id) = &request.graph_id {
-        if state.graphs.get(graph_id).is_none() {
+        if !state.runtime.engines().serves(graph_id) {
             return Err(unknown_graph(&state, graph_id));
         }
     }
@@ -131,7 +132,7 @@ pub async fn patch(
         name: request.name,
         description: request.description,
     };
-    let assistant = state.store.patch_assistant(assistant_id, change).await?;
+    let assistant = state.store().patch_assistant(assistant_id, change).await?;
     Ok(HttpResponse::Ok().json(assistant))
 }
 
@@ -144,20 +145,20 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let assistant_id = extract::assistant_id(&path)?;
     let pairs = extract::query_pairs(request.query_string())?;
-    if state.store.get_assistant(assistant_id).await?.is_none() {
+    if state.store().get_assistant(assistant_id).await?.is_none() {
         return Err(ApiError::NotFound(NotFound::AssistantToDelete(
             assistant_id,
         )));
     }
     if extract::flag(&pairs, "delete_threads") {
-        for thread_id in state.store.threads_of_assistant(assistant_id).await? {
-            match state.command(thread_id, DeleteThread).await?.0 {
+        for thread_id in state.store().threads_of_assistant(assistant_id).await? {
+            match state.runtime.command(thread_id, DeleteThread).await?.0 {
                 Ok(()) | Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
                 Err(other) => return Err(other.into()),
             }
         }
     }
-    state.store.delete_assistant(assistant_id).await?;
+    state.store().delete_assistant(assistant_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -189,8 +190,8 @@ pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
         limit,
         offset,
     };
-    let total = state.store.count_assistants(filter.clone());
-    let page = state.store.search_assistants(filter, page);
+    let total = state.store().count_assistants(filter.clone());
+    let page = state.store().search_assistants(filter, page);
     let (total, page) = (total.await?, page.await?);
     let items = page
         .iter()
@@ -215,7 +216,7 @@ pub async fn count(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
         graph_id: request.graph_id,
         name: request.name,
     };
-    Ok(HttpResponse::Ok().json(state.store.count_assistants(filter).await?))
+    Ok(HttpResponse::Ok().json(state.store().count_assistants(filter).await?))
 }
 
 #[derive(Deserialize)]
@@ -235,11 +236,11 @@ pub async fn versions(
     let request: VersionsQuery = json_body(&body)?;
     let limit = extract::limit(request.limit, 10, 1000)?;
     let offset = extract::offset(request.offset)?;
-    if state.store.get_assistant(assistant_id).await?.is_none() {
+    if state.store().get_assistant(assistant_id).await?.is_none() {
         return Err(assistant_not_found(assistant_id));
     }
     let versions = state
-        .store
+        .store()
         .assistant_versions(assistant_id, request.metadata, limit, offset)
         .await?;
     Ok(HttpResponse::Ok().json(versions))
@@ -259,33 +260,35 @@ pub async fn latest(
     let assistant_id = extract::assistant_id(&path)?;
     let request: LatestVersion = json_body(&body)?;
     let assistant = state
-        .store
+        .store()
         .set_assistant_version(assistant_id, request.version)
         .await?;
     Ok(HttpResponse::Ok().json(assistant))
 }
 
-/// The graph of an assistant; `/graph` also accepts a graph id in place of the assistant id.
+/// The graph of an assistant, with its engine; `/graph` also accepts a graph id in place of the
+/// assistant id.
 async fn graph_of(
     state: &AppState,
     text: &str,
     allow_graph_id: bool,
-) -> Result<Arc<Graph>, ApiError> {
+) -> Result<(Arc<dyn Engine>, String), ApiError> {
+    let engines = state.runtime.engines();
     if allow_graph_id {
-        if let Some(graph) = state.graphs.get(text) {
-            return Ok(graph);
+        if let Some(engine) = engines.get(text) {
+            return Ok((engine.clone(), text.to_owned()));
         }
     }
     let assistant_id = extract::assistant_id(text)?;
     let assistant: Assistant = state
-        .store
+        .store()
         .get_assistant(assistant_id)
         .await?
         .ok_or_else(|| assistant_not_found(assistant_id))?;
-    state
-        .graphs
+    let engine = engines
         .get(&assistant.graph_id)
-        .ok_or_else(|| unknown_graph(state, &assistant.graph_id))
+        .ok_or_else(|| unknown_graph(state, &assistant.graph_id))?;
+    Ok((engine.clone(), assistant.graph_id))
 }
 
 /// `GET /assistants/{assistant_id}/graph`
@@ -293,7 +296,8 @@ pub async fn graph(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(graph_of(&state, &path, true).await?.drawable()))
+    let (engine, graph_id) = graph_of(&state, &path, true).await?;
+    Ok(HttpResponse::Ok().json(engine.drawing(&graph_id).await?))
 }
 
 /// `GET /assistants/{assistant_id}/schemas`
@@ -301,7 +305,8 @@ pub async fn schemas(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(graph_of(&state, &path, false).await?.schemas()))
+    let (engine, graph_id) = graph_of(&state, &path, false).await?;
+    Ok(HttpResponse::Ok().json(engine.schemas(&graph_id).await?))
 }
 
 /// `?recurse=` of the subgraphs endpoints (`true`, `1` or `yes`; anything else is false).
@@ -317,8 +322,9 @@ pub async fn subgraphs(
     path: web::Path<String>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let graph = graph_of(&state, &path, false).await?;
-    Ok(HttpResponse::Ok().json(graph.subgraph_schemas(None, recurse(&request)?)))
+    let (engine, graph_id) = graph_of(&state, &path, false).await?;
+    let recurse = recurse(&request)?;
+    Ok(HttpResponse::Ok().json(engine.subgraphs(&graph_id, None, recurse).await?))
 }
 
 /// `GET /assistants/{assistant_id}/subgraphs/{namespace}`: the same, for one namespace.
@@ -328,6 +334,11 @@ pub async fn subgraphs_in(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (assistant, namespace) = path.into_inner();
-    let graph = graph_of(&state, &assistant, false).await?;
-    Ok(HttpResponse::Ok().json(graph.subgraph_schemas(Some(&namespace), recurse(&request)?)))
+    let (engine, graph_id) = graph_of(&state, &assistant, false).await?;
+    let recurse = recurse(&request)?;
+    Ok(HttpResponse::Ok().json(
+        engine
+            .subgraphs(&graph_id, Some(&namespace), recurse)
+            .await?,
+    ))
 }

@@ -3,8 +3,8 @@
 
 use actix_web::web::Bytes;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
+use crate::domain::checkpoint::{self, CheckpointRef};
 use crate::domain::ids::{AssistantId, CheckpointId, RunId, ThreadId};
 use crate::error::ApiError;
 
@@ -99,23 +99,13 @@ pub fn checkpoint_id(text: &str) -> Result<CheckpointId, ApiError> {
     Ok(CheckpointId::parse(text)?)
 }
 
-/// A checkpoint reference in a body: `{checkpoint_id?, checkpoint_ns?, …}`.
-#[derive(Deserialize, Default)]
-pub struct CheckpointRef {
-    pub checkpoint_id: Option<String>,
-    pub checkpoint_ns: Option<String>,
-}
-
 /// The checkpoint a body names, by `checkpoint_id` or by `checkpoint: {checkpoint_id}`
 /// (422 if it is not a UUID).
 pub fn named_checkpoint(
     direct: Option<String>,
     reference: Option<CheckpointRef>,
 ) -> Result<Option<CheckpointId>, ApiError> {
-    direct
-        .or_else(|| reference.and_then(|reference| reference.checkpoint_id))
-        .map(|text| checkpoint_id(&text))
-        .transpose()
+    Ok(checkpoint::named_checkpoint(direct, reference)?)
 }
 
 /// `limit` within `1..=max` (422 otherwise).

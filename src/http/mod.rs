@@ -1,100 +1,24 @@
 //! The HTTP API: the whole route table in `routes`, one file per resource. Handlers parse and
-//! validate, then talk to a thread actor (anything that changes a thread's runs or state) or to
-//! storage (reads, and writes that touch no run). Imports: domain, graph, actors, storage, error.
-//! Never rusqlite.
+//! validate, then go through the runtime (anything that changes a thread's runs or state,
+//! creating runs, reading state) or to storage (reads, and writes that touch no run). Routes and
+//! DTOs only. Imports: domain, actors, engine, storage, error. Never a backend.
 
 mod assistants;
 mod extract;
 mod health;
+mod reply;
 mod runs;
 mod sse;
+mod state;
 mod threads;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use actix::{Addr, Handler, Message};
 use actix_web::dev::ServiceResponse;
-use actix_web::http::header;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{guard, web, HttpResponse, Resource, Route};
-use serde_json::Value;
 
-use crate::actors::{GetThread, ThreadActor, ThreadError, ThreadRegistry};
-use crate::domain::ids::ThreadId;
 use crate::domain::NotFound;
 use crate::error::ApiError;
-use crate::graph::GraphRegistry;
-use crate::storage::SharedStore;
-use crate::stream::StreamHub;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub store: SharedStore,
-    pub registry: Addr<ThreadRegistry>,
-    pub graphs: Arc<GraphRegistry>,
-    /// Largest accepted request body, in bytes.
-    pub body_limit: usize,
-    /// Run event streams.
-    pub hub: Arc<StreamHub>,
-    /// Interval of SSE heartbeats and `/wait` keep-alives.
-    pub heartbeat: Duration,
-    /// Raised at shutdown: new runs get 503.
-    pub draining: Arc<AtomicBool>,
-}
-
-impl AppState {
-    /// The actor of a thread (started if needed).
-    async fn thread(&self, thread_id: ThreadId) -> Result<Addr<ThreadActor>, ApiError> {
-        Ok(self.registry.send(GetThread { thread_id }).await?)
-    }
-
-    /// 503 while the server shuts down: runs are not accepted any more.
-    pub fn accepting_runs(&self) -> Result<(), ApiError> {
-        if self.draining.load(Ordering::SeqCst) {
-            return Err(ApiError::Unavailable {
-                detail: "The server is shutting down and accepts no new runs; retry shortly.",
-                cause: "shutting down".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Sends a command to the thread's actor; replies with its answer and the actor's address.
-    /// An actor that retired (idle) just before the command arrived refuses it unhandled: the
-    /// registry is asked again, and starts a fresh actor.
-    pub async fn command<M, R>(
-        &self,
-        thread_id: ThreadId,
-        message: M,
-    ) -> Result<(Result<R, ThreadError>, Addr<ThreadActor>), ApiError>
-    where
-        M: Message<Result = Result<R, ThreadError>> + Clone + Send + 'static,
-        R: Send + 'static,
-        ThreadActor: Handler<M>,
-    {
-        for _ in 0..8 {
-            let actor = self.thread(thread_id).await?;
-            match actor.send(message.clone()).await? {
-                Err(ThreadError::Retired) => continue,
-                reply => return Ok((reply, actor)),
-            }
-        }
-        Err(ApiError::from(ThreadError::Retired))
-    }
-
-    /// Sends a command to the thread's actor and returns its answer.
-    pub async fn tell<M, R>(&self, thread_id: ThreadId, message: M) -> Result<R, ApiError>
-    where
-        M: Message<Result = Result<R, ThreadError>> + Clone + Send + 'static,
-        R: Send + 'static,
-        ThreadActor: Handler<M>,
-    {
-        let (reply, _) = self.command(thread_id, message).await?;
-        Ok(reply?)
-    }
-}
+pub use state::AppState;
 
 /// Registers every route of the API.
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -220,29 +144,4 @@ pub fn payload_too_large<B>(
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(request, replaced).map_into_right_body(),
     ))
-}
-
-/// 200 JSON with `Content-Location` (and `Location` when given), as run-creating endpoints send.
-pub fn json_with_location(
-    body: &impl serde::Serialize,
-    content_location: String,
-    location: Option<String>,
-) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    response.insert_header((header::CONTENT_LOCATION, content_location));
-    if let Some(location) = location {
-        response.insert_header((header::LOCATION, location));
-    }
-    response.json(body)
-}
-
-/// 200 JSON array with `X-Pagination-Total` and, when another page exists, `X-Pagination-Next`.
-pub fn paginated(items: Vec<Value>, total: i64, offset: i64) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    response.insert_header(("X-Pagination-Total", total.to_string()));
-    let next = offset + items.len() as i64;
-    if next < total {
-        response.insert_header(("X-Pagination-Next", next.to_string()));
-    }
-    response.json(items)
 }

@@ -4,29 +4,26 @@
 
 use std::collections::BTreeMap;
 
-use actix::Addr;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{self, json_body, CheckpointRef};
+use super::extract::{self, json_body};
+use super::reply::json_with_location;
 use super::sse::{self, DisconnectGuard, ModeFilter};
-use super::{json_with_location, AppState};
+use super::state::AppState;
 use crate::actors::{
-    CancelRuns, DeleteRun, JoinRun, RunAccepted, RunOutcome, SubmitRun, SubscribeRun, ThreadActor,
+    CancelRuns, DeleteRun, JoinRun, RunAccepted, RunOutcome, RunReply, SubscribeRun,
 };
-use crate::domain::assistant::Assistant;
 use crate::domain::checkpoint::Interrupt;
-use crate::domain::ids::{AssistantId, RunId, ThreadId};
-use crate::domain::multitask::{CancelAction, MultitaskStrategy};
-use crate::domain::run::{Breakpoints, Durability, IfNotExists, NewRun, Run, RunKwargs, RunStatus};
-use crate::domain::time::Timestamp;
-use crate::domain::{
-    merge_into, strip_keys, JsonMap, NotFound, RESERVED_CONFIG_KEYS, RESERVED_METADATA_KEYS,
-};
+use crate::domain::ids::{RunId, ThreadId};
+use crate::domain::multitask::CancelAction;
+use crate::domain::run::{Run, RunStatus};
+use crate::domain::run_request::RunRequest;
+use crate::domain::stream_mode::StreamMode;
+use crate::domain::NotFound;
 use crate::error::ApiError;
-use crate::graph::executor::Command;
 use crate::storage::{RunResult, SharedStore, StorageError};
 
 const RUN_FIELDS: [&str; 9] = [
@@ -41,326 +38,17 @@ const RUN_FIELDS: [&str; 9] = [
     "updated_at",
 ];
 
-/// Longest accepted `after_seconds`: one year.
-const MAX_AFTER_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
-
-/// Stream modes a run may request.
-const STREAM_MODES: [&str; 9] = [
-    "values",
-    "messages",
-    "messages-tuple",
-    "tasks",
-    "checkpoints",
-    "updates",
-    "events",
-    "debug",
-    "custom",
-];
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StreamModes {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum OnDisconnect {
-    Cancel,
-    Continue,
-}
-
-/// What happens to a stateless run's temporary thread when the run ends.
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-enum OnCompletion {
-    /// The thread and its runs are deleted.
-    #[default]
-    Delete,
-    /// The thread stays, like any other.
-    Keep,
-}
-
-/// The body of the run-creating endpoints. Unknown fields (such as `strict_resume`) are ignored.
-#[derive(Deserialize)]
-struct RunCreate {
-    assistant_id: String,
-    input: Option<Value>,
-    command: Option<Value>,
-    metadata: Option<JsonMap>,
-    config: Option<JsonMap>,
-    context: Option<JsonMap>,
-    checkpoint: Option<CheckpointRef>,
-    checkpoint_id: Option<String>,
-    stream_mode: Option<StreamModes>,
-    stream_subgraphs: Option<bool>,
-    stream_resumable: Option<bool>,
-    feedback_keys: Option<Vec<String>>,
-    interrupt_before: Option<Breakpoints>,
-    interrupt_after: Option<Breakpoints>,
-    webhook: Option<String>,
-    multitask_strategy: Option<MultitaskStrategy>,
-    if_not_exists: Option<IfNotExists>,
-    after_seconds: Option<f64>,
-    durability: Option<Durability>,
-    checkpoint_during: Option<bool>,
-    /// `/stream` and `/wait`: cancel the run when the client goes away.
-    on_disconnect: Option<OnDisconnect>,
-    /// Stateless runs only.
-    on_completion: Option<OnCompletion>,
-}
-
-impl RunCreate {
-    fn cancel_on_disconnect(&self) -> bool {
-        self.on_disconnect == Some(OnDisconnect::Cancel)
-    }
-}
-
-/// Finds the assistant a run names: a UUID, or a graph id meaning that graph's system assistant.
-async fn resolve_assistant(state: &AppState, text: &str) -> Result<Assistant, ApiError> {
-    let assistant_id = match AssistantId::parse(text) {
-        Ok(assistant_id) => assistant_id,
-        Err(_) if state.graphs.get(text).is_some() => AssistantId::for_graph(text),
-        Err(_) => {
-            let graphs: Vec<&str> = state.graphs.ids().collect();
-            return Err(ApiError::Validation(format!(
-                "Invalid assistant: '{text}'. Must be either:\n- A valid assistant UUID, or\n- One of the registered graphs: {}",
-                graphs.join(", ")
-            )));
-        }
-    };
-    let assistant = state
-        .store
-        .get_assistant(assistant_id)
-        .await?
-        .ok_or(ApiError::NotFound(NotFound::ThreadOrAssistant))?;
-    if state.graphs.get(&assistant.graph_id).is_none() {
-        return Err(ApiError::NotFound(NotFound::GraphOfAssistant {
-            graph_id: assistant.graph_id,
-            assistant_id,
-        }));
-    }
-    Ok(assistant)
-}
-
-fn object_field(config: &mut JsonMap, key: &str) -> Result<Option<JsonMap>, ApiError> {
-    match config.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(map)),
-        Some(other) => Err(ApiError::Validation(format!(
-            "Invalid request body: field `config.{key}`: expected an object, got {other}"
-        ))),
-    }
-}
-
-/// Validates a run request and builds the run: configuration merged over the assistant's,
-/// reserved keys stripped, defaults applied.
-fn build_run(
-    thread_id: ThreadId,
-    request: RunCreate,
-    assistant: &Assistant,
-    stateless: bool,
-) -> Result<NewRun, ApiError> {
-    if stateless
-        && request.command.as_ref().is_some_and(|command| {
-            command
-                .get("resume")
-                .is_some_and(|resume| !resume.is_null())
-        })
-    {
-        return Err(ApiError::BadRequest(
-            "You must provide a thread_id when resuming.".into(),
-        ));
-    }
-    let command = request.command.filter(|command| !command.is_null());
-    if let Some(command) = &command {
-        Command::parse(command).map_err(|problem| {
-            ApiError::Validation(format!("Invalid request body: field `command`: {problem}"))
-        })?;
-    }
-    if request.webhook.as_deref() == Some("") {
-        return Err(ApiError::Validation(
-            "Invalid request body: field `webhook`: must not be empty".into(),
-        ));
-    }
-    if request.webhook.is_some() {
-        return Err(ApiError::NotImplemented(
-            "`webhook` is not supported yet".into(),
-        ));
-    }
-    let mut config = request.config.unwrap_or_default();
-    let user_configurable = object_field(&mut config, "configurable")?;
-    let config_metadata = object_field(&mut config, "metadata")?;
-    if let Some(limit) = config.get("recursion_limit") {
-        if !limit.is_u64() {
-            return Err(ApiError::Validation(format!(
-                "Invalid request body: field `config.recursion_limit`: expected a non-negative integer, got {limit}"
-            )));
-        }
-    }
-    let has_configurable = user_configurable
-        .as_ref()
-        .is_some_and(|map| !map.is_empty());
-    let has_context = request.context.as_ref().is_some_and(|map| !map.is_empty());
-    if has_configurable && has_context {
-        return Err(ApiError::BadRequest(
-            "Cannot specify both configurable and context. Prefer setting context alone. Context was introduced in LangGraph 0.6.0 and is the long term planned replacement for configurable.".into(),
-        ));
-    }
-    let after_seconds = request.after_seconds.unwrap_or(0.0);
-    if !(0.0..=MAX_AFTER_SECONDS).contains(&after_seconds) {
-        return Err(ApiError::Validation(format!(
-            "Invalid request body: field `after_seconds`: expected 0 to {MAX_AFTER_SECONDS} seconds, got {after_seconds}"
-        )));
-    }
-    let created_at = Timestamp::now()
-        .plus_seconds(after_seconds)
-        .ok_or_else(|| {
-            ApiError::Validation(format!(
-                "Invalid request body: field `after_seconds`: {after_seconds} is out of range"
-            ))
-        })?;
-    let stream_mode = match request.stream_mode {
-        None => vec!["values".to_owned()],
-        Some(StreamModes::One(mode)) => vec![mode],
-        Some(StreamModes::Many(modes)) => modes,
-    };
-    if let Some(unknown) = stream_mode
-        .iter()
-        .find(|mode| !STREAM_MODES.contains(&mode.as_str()))
-    {
-        return Err(ApiError::Validation(format!(
-            "Invalid request body: field `stream_mode`: '{unknown}' is not one of {STREAM_MODES:?}"
-        )));
-    }
-    let checkpoint_id = extract::named_checkpoint(request.checkpoint_id, request.checkpoint)?;
-
-    let run_id = RunId::generate();
-    let mut user_configurable = user_configurable.unwrap_or_default();
-    strip_keys(&mut user_configurable, &RESERVED_CONFIG_KEYS);
-    let mut configurable = match assistant.config.get("configurable") {
-        Some(Value::Object(defaults)) => defaults.clone(),
-        _ => JsonMap::new(),
-    };
-    merge_into(&mut configurable, &user_configurable);
-    configurable.insert("run_id".into(), json!(run_id));
-    configurable.insert("thread_id".into(), json!(thread_id));
-    configurable.insert("graph_id".into(), json!(assistant.graph_id));
-    configurable.insert("assistant_id".into(), json!(assistant.assistant_id));
-    let mut context = assistant.context.clone();
-    let mut request_context = request.context.unwrap_or(user_configurable);
-    strip_keys(&mut request_context, &RESERVED_CONFIG_KEYS);
-    merge_into(&mut context, &request_context);
-
-    let mut thread_metadata = request.metadata.unwrap_or_default();
-    strip_keys(&mut thread_metadata, &RESERVED_METADATA_KEYS);
-    let mut metadata = assistant.metadata.clone();
-    for extra in config_metadata.iter().chain([&thread_metadata]) {
-        merge_into(&mut metadata, extra);
-    }
-    strip_keys(&mut metadata, &RESERVED_METADATA_KEYS);
-    config.insert("configurable".into(), Value::Object(configurable));
-    config.insert("metadata".into(), Value::Object(metadata.clone()));
-
-    let durability = request
-        .durability
-        .unwrap_or(match request.checkpoint_during {
-            Some(false) => Durability::Exit,
-            _ => Durability::Async,
-        });
-    let kwargs = RunKwargs {
-        input: request.input,
-        command,
-        config,
-        context,
-        stream_mode,
-        interrupt_before: request.interrupt_before,
-        interrupt_after: request.interrupt_after,
-        webhook: None,
-        feedback_keys: request.feedback_keys,
-        temporary: stateless && request.on_completion.unwrap_or_default() == OnCompletion::Delete,
-        subgraphs: request.stream_subgraphs.unwrap_or(false),
-        resumable: request.stream_resumable.unwrap_or(false),
-        checkpoint_during: request.checkpoint_during.unwrap_or(true),
-        durability,
-        checkpoint_id,
-    };
-    Ok(NewRun {
-        run_id,
-        thread_id,
-        assistant_id: assistant.assistant_id,
-        graph_id: assistant.graph_id.clone(),
-        metadata,
-        kwargs,
-        multitask_strategy: request.multitask_strategy.unwrap_or_default(),
-        if_not_exists: if stateless {
-            IfNotExists::Create
-        } else {
-            request.if_not_exists.unwrap_or_default()
-        },
-        thread_metadata,
-        created_at,
-        after_seconds,
-    })
-}
-
-/// How a run-creating endpoint answers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Reply {
-    /// The run object, at once.
-    Run,
-    /// The run's result once it ends (`/wait`).
-    Wait,
-    /// The run's events (`/stream`).
-    Stream,
-}
-
-/// Validates a run request into a run. `thread_id: None` makes a stateless run on a new
-/// temporary thread. Also says whether the client asked for `on_disconnect: "cancel"`.
-async fn prepare(
-    state: &AppState,
-    thread_id: Option<ThreadId>,
-    request: RunCreate,
-) -> Result<(NewRun, bool), ApiError> {
-    let assistant = resolve_assistant(state, &request.assistant_id).await?;
-    let cancel_on_disconnect = request.cancel_on_disconnect();
-    let new_run = build_run(
-        thread_id.unwrap_or_else(ThreadId::generate),
-        request,
-        &assistant,
-        thread_id.is_none(),
-    )?;
-    Ok((new_run, cancel_on_disconnect))
-}
-
-/// Hands a prepared run to its thread's actor.
-async fn submit(
-    state: &AppState,
-    new_run: NewRun,
-    reply: Reply,
-) -> Result<(RunAccepted, Addr<ThreadActor>), ApiError> {
-    state.accepting_runs()?;
-    let thread_id = new_run.thread_id;
-    let submit = SubmitRun {
-        new_run,
-        wait: reply == Reply::Wait,
-        subscribe: reply == Reply::Stream,
-    };
-    let (accepted, thread) = state.command(thread_id, submit).await?;
-    Ok((accepted?, thread))
-}
-
 /// Answers a run-creating request the way its endpoint does.
 async fn create_run(
     state: &AppState,
     thread_id: Option<ThreadId>,
     body: &Bytes,
-    reply: Reply,
+    reply: RunReply,
 ) -> Result<HttpResponse, ApiError> {
-    let request: RunCreate = json_body(body)?;
-    let (new_run, cancel_on_disconnect) = prepare(state, thread_id, request).await?;
-    let (accepted, thread) = submit(state, new_run, reply).await?;
+    let request: RunRequest = json_body(body)?;
+    let cancel_on_disconnect = request.cancel_on_disconnect();
+    let new_run = state.runtime.prepare_run(thread_id, request).await?;
+    let (accepted, thread) = state.runtime.submit_run(new_run, reply).await?;
     let RunAccepted {
         run,
         outcome,
@@ -369,20 +57,20 @@ async fn create_run(
     let location = run_location(&run);
     // Only a response that lasts as long as the run can see its client go away.
     let guard = DisconnectGuard::new(
-        cancel_on_disconnect && reply != Reply::Run,
+        cancel_on_disconnect && reply != RunReply::Run,
         thread,
         run.run_id,
     );
     Ok(match (reply, subscription) {
-        (Reply::Stream, Some(subscription)) => sse::events(
+        (RunReply::Stream, Some(subscription)) => sse::events(
             subscription,
             ModeFilter::all(),
             state.heartbeat,
             guard,
             Some((format!("{location}/stream"), location)),
         ),
-        (Reply::Wait, _) => {
-            let db_state = (state.store.clone(), run.thread_id, run.run_id);
+        (RunReply::Wait, _) => {
+            let db_state = (state.store().clone(), run.thread_id, run.run_id);
             let result = Box::pin(async move {
                 let outcome = match outcome {
                     Some(receiver) => receiver.await.ok(),
@@ -415,7 +103,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    create_run(&state, Some(thread_id), &body, Reply::Run).await
+    create_run(&state, Some(thread_id), &body, RunReply::Run).await
 }
 
 /// `POST /threads/{thread_id}/runs/wait`: runs and answers with that run's final values.
@@ -425,7 +113,7 @@ pub async fn wait(
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    create_run(&state, Some(thread_id), &body, Reply::Wait).await
+    create_run(&state, Some(thread_id), &body, RunReply::Wait).await
 }
 
 /// `POST /threads/{thread_id}/runs/stream`: runs and streams its events.
@@ -435,7 +123,7 @@ pub async fn stream(
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    create_run(&state, Some(thread_id), &body, Reply::Stream).await
+    create_run(&state, Some(thread_id), &body, RunReply::Stream).await
 }
 
 /// `POST /runs`: a stateless background run.
@@ -443,7 +131,7 @@ pub async fn create_stateless(
     state: web::Data<AppState>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    create_run(&state, None, &body, Reply::Run).await
+    create_run(&state, None, &body, RunReply::Run).await
 }
 
 /// `POST /runs/wait`: a stateless run, answered with its final values.
@@ -451,7 +139,7 @@ pub async fn wait_stateless(
     state: web::Data<AppState>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    create_run(&state, None, &body, Reply::Wait).await
+    create_run(&state, None, &body, RunReply::Wait).await
 }
 
 /// `POST /runs/stream`: a stateless run, streamed.
@@ -459,7 +147,7 @@ pub async fn stream_stateless(
     state: web::Data<AppState>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    create_run(&state, None, &body, Reply::Stream).await
+    create_run(&state, None, &body, RunReply::Stream).await
 }
 
 /// `POST /runs/batch`: several stateless background runs; every body is validated before any
@@ -471,9 +159,12 @@ pub async fn batch(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
     let mut prepared = Vec::with_capacity(bodies.len());
     for (index, body) in bodies.into_iter().enumerate() {
         let what = format!("request body item {index}");
-        let request: RunCreate = extract::from_value(body, &what)?;
-        let (new_run, _) = prepare(&state, None, request)
+        let request: RunRequest = extract::from_value(body, &what)?;
+        let new_run = state
+            .runtime
+            .prepare_run(None, request)
             .await
+            .map_err(ApiError::from)
             .map_err(|error| match error {
                 ApiError::Validation(_) | ApiError::BadRequest(_) | ApiError::NotFound(_) => {
                     ApiError::InItem {
@@ -487,7 +178,7 @@ pub async fn batch(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
     }
     let mut runs = Vec::with_capacity(prepared.len());
     for new_run in prepared {
-        let (accepted, _) = submit(&state, new_run, Reply::Run).await?;
+        let (accepted, _) = state.runtime.submit_run(new_run, RunReply::Run).await?;
         runs.push(accepted.run);
     }
     Ok(HttpResponse::Ok().json(runs))
@@ -557,14 +248,14 @@ pub async fn join(
     let thread_id = extract::thread_id(&path.0)?;
     let run_id = extract::run_id(&path.1)?;
     let pairs = extract::query_pairs(request.query_string())?;
-    let (waiting, thread) = state.command(thread_id, JoinRun { run_id }).await?;
+    let (waiting, thread) = state.runtime.command(thread_id, JoinRun { run_id }).await?;
     let waiting = waiting?;
     let guard = DisconnectGuard::new(
         waiting.is_some() && extract::flag(&pairs, "cancel_on_disconnect"),
         thread,
         run_id,
     );
-    let store = state.store.clone();
+    let store = state.store().clone();
     let result = Box::pin(async move {
         let outcome = match waiting {
             Some(receiver) => receiver.await.ok(),
@@ -584,27 +275,29 @@ pub async fn join(
 }
 
 /// The `stream_mode` of a join: repeated parameters, each a mode or a JSON array of modes.
-fn join_modes(pairs: &[(String, String)]) -> Result<Vec<String>, ApiError> {
-    let mut modes = vec![];
+fn join_modes(pairs: &[(String, String)]) -> Result<Vec<StreamMode>, ApiError> {
+    let mut names = vec![];
     // The Python SDK sends an empty `stream_mode=` when none is asked for.
     for (_, value) in pairs
         .iter()
         .filter(|(name, value)| name == "stream_mode" && !value.is_empty())
     {
         match serde_json::from_str::<Vec<String>>(value) {
-            Ok(list) => modes.extend(list),
-            Err(_) => modes.push(value.clone()),
+            Ok(list) => names.extend(list),
+            Err(_) => names.push(value.clone()),
         }
     }
-    if let Some(unknown) = modes
+    names
         .iter()
-        .find(|mode| !STREAM_MODES.contains(&mode.as_str()))
-    {
-        return Err(ApiError::Validation(format!(
-            "Invalid stream_mode '{unknown}': expected one of {STREAM_MODES:?}"
-        )));
-    }
-    Ok(modes)
+        .map(|name| {
+            StreamMode::parse(name).ok_or_else(|| {
+                ApiError::Validation(format!(
+                    "Invalid stream_mode '{name}': expected one of {}",
+                    StreamMode::listed()
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The `Last-Event-ID` header: `-` (everything) or an event id; absent means the replay buffer.
@@ -636,7 +329,7 @@ pub async fn join_stream(
     let pairs = extract::query_pairs(request.query_string())?;
     let filter = ModeFilter::of(join_modes(&pairs)?);
     let after = last_event_id(&request)?;
-    let run = match state.store.get_run(thread_id, run_id).await {
+    let run = match state.store().get_run(thread_id, run_id).await {
         Ok(run) => run,
         Err(StorageError::NotFound(_)) => {
             return Ok(sse::single_error("HTTPException", "404: Run not found"))
@@ -650,7 +343,7 @@ pub async fn join_stream(
         resumable: run.kwargs.resumable,
         after,
     };
-    let (subscription, thread) = state.command(thread_id, subscribe).await?;
+    let (subscription, thread) = state.runtime.command(thread_id, subscribe).await?;
     let subscription = subscription?;
     let Some(subscription) = subscription else {
         return Ok(sse::empty());
@@ -706,7 +399,7 @@ pub async fn list(
         .map(|(_, value)| value.clone())
         .collect();
     let runs = state
-        .store
+        .store()
         .list_runs(thread_id, status, limit, offset)
         .await?;
     let items = runs
@@ -723,7 +416,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path.0)?;
     let run_id = extract::run_id(&path.1)?;
-    let run = state.store.get_run(thread_id, run_id).await?;
+    let run = state.store().get_run(thread_id, run_id).await?;
     Ok(HttpResponse::Ok().json(run))
 }
 
@@ -735,7 +428,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path.0)?;
     let run_id = extract::run_id(&path.1)?;
-    state.tell(thread_id, DeleteRun { run_id }).await?;
+    state.runtime.tell(thread_id, DeleteRun { run_id }).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -766,12 +459,12 @@ async fn cancel_on_thread(
         action,
         on_disconnect: false,
     };
-    let cancelled = state.tell(thread_id, cancel).await?;
+    let cancelled = state.runtime.tell(thread_id, cancel).await?;
     if cancelled > 0 {
         return Ok(cancelled);
     }
     for run_id in run_ids {
-        match state.store.get_run(thread_id, run_id).await {
+        match state.store().get_run(thread_id, run_id).await {
             Ok(_) => return Err(ApiError::NotFound(NotFound::RunsInFlightToCancel)),
             Err(StorageError::NotFound(_)) => {}
             Err(other) => return Err(other.into()),
@@ -797,7 +490,7 @@ pub async fn cancel(
     }
     // The actor replies once the run has stopped and storage says so.
     let result = match action {
-        CancelAction::Interrupt => stored_result(&state.store, thread_id, run_id).await?,
+        CancelAction::Interrupt => stored_result(state.store(), thread_id, run_id).await?,
         CancelAction::Rollback => json!({}),
     };
     let location = format!("/threads/{thread_id}/runs/{run_id}");
@@ -843,7 +536,7 @@ pub async fn cancel_many(
                 BulkStatus::All => vec![RunStatus::Pending, RunStatus::Running],
             };
             let mut by_thread: BTreeMap<ThreadId, Vec<RunId>> = BTreeMap::new();
-            for (thread_id, run_id) in state.store.runs_with_status(statuses).await? {
+            for (thread_id, run_id) in state.store().runs_with_status(statuses).await? {
                 by_thread.entry(thread_id).or_default().push(run_id);
             }
             if by_thread.is_empty() {

@@ -19,6 +19,7 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use crate::actors::{CancelRuns, ThreadActor};
 use crate::domain::ids::RunId;
 use crate::domain::multitask::CancelAction;
+use crate::domain::stream_mode::StreamMode;
 use crate::stream::{sse_frame, Item, Subscription};
 
 const HEARTBEAT: &[u8] = b": heartbeat\r\n\r\n";
@@ -74,12 +75,13 @@ impl ModeFilter {
         Self::default()
     }
 
-    /// Passes the named modes (none named: everything).
-    pub fn of(modes: Vec<String>) -> Self {
-        let mut set: HashSet<String> = modes.into_iter().collect();
-        if set.contains("messages-tuple") {
-            set.insert("messages".into());
-        }
+    /// Passes the events of these modes (none: everything).
+    pub fn of(modes: Vec<StreamMode>) -> Self {
+        let set: HashSet<String> = modes
+            .into_iter()
+            .flat_map(|mode| [mode.as_str(), mode.event_name()])
+            .map(str::to_owned)
+            .collect();
         Self {
             modes: (!set.is_empty()).then_some(set),
         }
@@ -256,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_filter_passes_named_modes_and_always_metadata_and_errors() {
-        let filter = ModeFilter::of(vec!["updates".into(), "messages-tuple".into()]);
+        let filter = ModeFilter::of(vec![StreamMode::Updates, StreamMode::MessagesTuple]);
         for passing in ["updates", "updates|sub:1", "messages", "metadata", "error"] {
             assert!(filter.passes(passing), "{passing}");
         }

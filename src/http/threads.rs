@@ -6,14 +6,17 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{self, json_body, CheckpointRef};
-use super::{paginated, AppState};
+use super::extract::{self, json_body};
+use super::reply::paginated;
+use super::state::AppState;
 use crate::actors::{DeleteThread, ThreadError, UpdateState};
-use crate::domain::checkpoint::{empty_state, Checkpoint};
+use crate::domain::checkpoint::empty_state;
+use crate::domain::checkpoint::CheckpointRef;
 use crate::domain::ids::{CheckpointId, ThreadId};
 use crate::domain::query::{HistoryQuery, Page, SortOrder, ThreadFilter, ThreadSortBy};
 use crate::domain::thread::{IfExists, Thread, ThreadStatus};
 use crate::domain::{strip_keys, JsonMap, NotFound, RESERVED_METADATA_KEYS};
+use crate::engine::StateAt;
 use crate::error::ApiError;
 use crate::storage::{PruneAction, StorageError};
 
@@ -60,7 +63,7 @@ pub async fn create(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
     let mut metadata = request.metadata.unwrap_or_default();
     strip_keys(&mut metadata, &RESERVED_METADATA_KEYS);
     let thread = state
-        .store
+        .store()
         .create_thread(thread_id, metadata, request.if_exists.unwrap_or_default())
         .await?;
     Ok(HttpResponse::Ok().json(thread_json(&thread)))
@@ -72,7 +75,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    let thread = state.store.get_thread(thread_id).await?;
+    let thread = state.store().get_thread(thread_id).await?;
     Ok(HttpResponse::Ok().json(thread_json(&thread)))
 }
 
@@ -95,7 +98,7 @@ pub async fn patch(
     let patch: ThreadPatch = json_body(&body)?;
     let mut metadata = patch.metadata.unwrap_or_default();
     strip_keys(&mut metadata, &RESERVED_METADATA_KEYS);
-    let thread = state.store.patch_thread(thread_id, metadata).await?;
+    let thread = state.store().patch_thread(thread_id, metadata).await?;
     let minimal = request
         .headers()
         .get("Prefer")
@@ -113,7 +116,7 @@ pub async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    state.tell(thread_id, DeleteThread).await?;
+    state.runtime.tell(thread_id, DeleteThread).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -166,7 +169,7 @@ pub async fn prune(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
         PruneStrategy::Delete => {
             let mut deleted = 0u64;
             for thread_id in thread_ids {
-                match state.command(thread_id, DeleteThread).await?.0 {
+                match state.runtime.command(thread_id, DeleteThread).await?.0 {
                     Ok(()) => deleted += 1,
                     Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
                     Err(error) => return Err(error.into()),
@@ -175,7 +178,7 @@ pub async fn prune(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
             deleted
         }
         PruneStrategy::KeepLatest => state
-            .store
+            .store()
             .prune_threads(thread_ids, PruneAction::KeepLatest(1))
             .await?
             .threads(),
@@ -240,8 +243,8 @@ pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
         limit,
         offset,
     };
-    let total = state.store.count_threads(filter.clone());
-    let page = state.store.search_threads(filter, page);
+    let total = state.store().count_threads(filter.clone());
+    let page = state.store().search_threads(filter, page);
     let (total, page) = (total.await?, page.await?);
     let items = extract::select(
         page.iter().map(thread_json).collect(),
@@ -262,7 +265,7 @@ struct ThreadCount {
 pub async fn count(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
     let request: ThreadCount = json_body(&body)?;
     let filter = thread_filter(None, request.metadata, request.values, request.status)?;
-    Ok(HttpResponse::Ok().json(state.store.count_threads(filter).await?))
+    Ok(HttpResponse::Ok().json(state.store().count_threads(filter).await?))
 }
 
 /// `POST /threads/{thread_id}/copy`: a new thread with the same metadata and checkpoints.
@@ -272,12 +275,8 @@ pub async fn copy(
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
     let copy_id = ThreadId(uuid::Uuid::new_v4());
-    let thread = state.store.copy_thread(thread_id, copy_id).await?;
+    let thread = state.store().copy_thread(thread_id, copy_id).await?;
     Ok(HttpResponse::Ok().json(thread_json(&thread)))
-}
-
-fn state_json(checkpoint: Option<&Checkpoint>) -> Value {
-    checkpoint.map_or_else(empty_state, Checkpoint::to_state)
 }
 
 /// `GET /threads/{thread_id}/state`
@@ -286,8 +285,8 @@ pub async fn get_state(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    let head = state.store.head(thread_id).await?;
-    Ok(HttpResponse::Ok().json(state_json(head.as_ref())))
+    let latest = state.runtime.state(thread_id, StateAt::default()).await?;
+    Ok(HttpResponse::Ok().json(latest.unwrap_or_else(empty_state)))
 }
 
 async fn state_at(
@@ -296,15 +295,19 @@ async fn state_at(
     checkpoint_ns: String,
     checkpoint_id: CheckpointId,
 ) -> Result<HttpResponse, ApiError> {
-    let checkpoint = state
-        .store
-        .checkpoint(thread_id, checkpoint_ns, checkpoint_id)
+    let at = StateAt {
+        checkpoint_ns,
+        checkpoint_id: Some(checkpoint_id),
+    };
+    let rendered = state
+        .runtime
+        .state(thread_id, at)
         .await?
         .ok_or(ApiError::NotFound(NotFound::CheckpointInThread {
             checkpoint_id,
             thread_id,
         }))?;
-    Ok(HttpResponse::Ok().json(checkpoint.to_state()))
+    Ok(HttpResponse::Ok().json(rendered))
 }
 
 /// `GET /threads/{thread_id}/state/{checkpoint_id}`
@@ -369,7 +372,7 @@ pub async fn update_state(
         as_node: request.as_node,
         checkpoint_id,
     };
-    let checkpoint = state.tell(thread_id, update).await?;
+    let checkpoint = state.runtime.tell(thread_id, update).await?;
     let reference = checkpoint.reference();
     Ok(HttpResponse::Ok().json(json!({
         "checkpoint": reference,
@@ -407,8 +410,7 @@ async fn history(
     query: HistoryQuery,
     select: Option<&[String]>,
 ) -> Result<HttpResponse, ApiError> {
-    let checkpoints = state.store.history(thread_id, query).await?;
-    let states = checkpoints.iter().map(Checkpoint::to_state).collect();
+    let states = state.runtime.history(thread_id, query).await?;
     Ok(HttpResponse::Ok().json(extract::select(states, select, &STATE_FIELDS)?))
 }
 

@@ -116,15 +116,15 @@ async fn one_started_run(store: &dyn Store) -> (Thread, Run) {
         .insert_run(insert(&first, None))
         .await
         .expect("run inserted");
-    let attempt = store
+    store
         .start_run(
             first.run_id,
+            1,
             vec![checkpoint(thread.thread_id, first.run_id, -1)],
             false,
         )
         .await
         .expect("run started");
-    assert_eq!(attempt, 1);
     (thread, first)
 }
 
@@ -167,8 +167,15 @@ pub async fn a_resumed_attempt_fences_the_writes_of_the_one_before_and_a_release
     store: Arc<dyn Store>,
 ) {
     let (thread, first) = one_started_run(&*store).await;
-    let resumed = store.start_run(first.run_id, vec![], true).await;
-    assert_eq!(resumed.expect("resumed"), 2);
+    // An attempt number other than the next one is refused.
+    assert!(matches!(
+        store.start_run(first.run_id, 3, vec![], true).await,
+        Err(StorageError::Fenced)
+    ));
+    store
+        .start_run(first.run_id, 2, vec![], true)
+        .await
+        .expect("resumed as attempt 2");
     let stale = store
         .save_checkpoint(checkpoint(thread.thread_id, first.run_id, 0), 1)
         .await;
@@ -181,16 +188,13 @@ pub async fn a_resumed_attempt_fences_the_writes_of_the_one_before_and_a_release
     // as a crash orphan, and starting it again is attempt 2 once more.
     store.release_run(first.run_id).await.expect("released");
     assert!(matches!(
-        store.start_run(first.run_id, vec![], true).await,
+        store.start_run(first.run_id, 2, vec![], true).await,
         Err(StorageError::Fenced)
     ));
-    assert_eq!(
-        store
-            .start_run(first.run_id, vec![], false)
-            .await
-            .expect("started again"),
-        2
-    );
+    store
+        .start_run(first.run_id, 2, vec![], false)
+        .await
+        .expect("started again as attempt 2");
     let stale = store
         .save_checkpoint(checkpoint(thread.thread_id, first.run_id, 1), 1)
         .await;

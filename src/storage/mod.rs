@@ -261,12 +261,18 @@ pub trait Store: Send + Sync + 'static {
     /// (metadata merged with the thread's).
     fn insert_run(&self, insert: InsertRun) -> StoreFuture<Run>;
 
-    /// Starts an attempt of a run and writes the checkpoints of its start (input applied) in
-    /// the same transaction: a pending run becomes `running`; with `recovered`, a run left
-    /// `running` by a crash continues. Returns the attempt's number, which fences the attempt's
-    /// writes. `Fenced` if the run is no longer pending (or running, when `recovered`).
-    fn start_run(&self, run_id: RunId, start: Vec<Checkpoint>, recovered: bool)
-        -> StoreFuture<u32>;
+    /// Starts attempt number `attempt` of a run and writes the checkpoints of its start (input
+    /// applied) in the same transaction: a pending run becomes `running`; with `recovered`, a
+    /// run left `running` by a crash continues. The attempt number, which fences the attempt's
+    /// writes, must be the run's attempts so far plus one; `Fenced` if it is not, or if the run
+    /// is no longer pending (or running, when `recovered`).
+    fn start_run(
+        &self,
+        run_id: RunId,
+        attempt: u32,
+        start: Vec<Checkpoint>,
+        recovered: bool,
+    ) -> StoreFuture<()>;
 
     /// Writes a checkpoint of a run's attempt. `Fenced` if the run is no longer running in that
     /// attempt.

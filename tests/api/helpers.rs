@@ -12,7 +12,7 @@ use spindle::config::{
     RuntimeSettings, ServerSettings, Settings, StreamSettings,
 };
 use spindle::domain::run::RunError;
-use spindle::graph::node::{NativeNodes, NodeInput};
+use spindle::engine::toml::node::{NativeNodes, NodeInput};
 use spindle::startup::Application;
 use tokio::sync::watch;
 

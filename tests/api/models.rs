@@ -10,8 +10,8 @@ mod openai_server;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use spindle::graph::node::NativeNodes;
-use spindle::graph::{parse_spec, Graph};
+use spindle::engine::toml::node::NativeNodes;
+use spindle::engine::toml::{parse_spec, Graph};
 
 use crate::helpers::{run_id, spawn_app_with, Reply as ApiReply, TestApp};
 use openai_server::{agent_graph, FakeOpenAi, Reply};

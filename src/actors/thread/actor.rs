@@ -17,7 +17,7 @@ use crate::actors::protocol::{RegistryClient, Retire, RunOutcome, StopRun};
 use crate::actors::run::{RunActor, RunLimits};
 use crate::config::OnRestart;
 use crate::domain::ids::{RunId, ThreadId};
-use crate::graph::GraphRegistry;
+use crate::engine::Engines;
 use crate::storage::{SharedStore, StorageError};
 use crate::stream::StreamHub;
 
@@ -40,7 +40,7 @@ pub struct ThreadSettings {
 pub struct ThreadActor {
     pub(super) thread_id: ThreadId,
     pub(super) store: SharedStore,
-    pub(super) graphs: Arc<GraphRegistry>,
+    pub(super) engines: Arc<Engines>,
     /// The runs in flight and their order; the active run's handle is its actor's address.
     pub(super) runs: RunQueue<Addr<RunActor>>,
     /// Clients waiting for a run's outcome.
@@ -71,7 +71,7 @@ impl ThreadActor {
     pub fn new(
         thread_id: ThreadId,
         store: SharedStore,
-        graphs: Arc<GraphRegistry>,
+        engines: Arc<Engines>,
         hub: Arc<StreamHub>,
         registry: RegistryClient,
         settings: Arc<ThreadSettings>,
@@ -79,7 +79,7 @@ impl ThreadActor {
         Self {
             thread_id,
             store,
-            graphs,
+            engines,
             runs: RunQueue::default(),
             waiters: HashMap::new(),
             timer: None,

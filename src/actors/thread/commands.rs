@@ -5,6 +5,7 @@
 
 use actix::fut::{self, wrap_future};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actix::{ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler};
 use serde_json::Value;
@@ -12,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::actor::ThreadActor;
 use super::queue::Admission;
+use crate::actors::checkpoints::StoredCheckpoints;
 use crate::actors::error::ThreadError;
 use crate::actors::protocol::{
     CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, RunOutcome, SubmitRun, SubscribeRun,
@@ -22,9 +24,8 @@ use crate::domain::ids::RunId;
 use crate::domain::multitask::CancelAction;
 use crate::domain::run::{IfNotExists, Run, RunStatus};
 use crate::domain::time::Timestamp;
-use crate::domain::NotFound;
-use crate::graph::executor;
-use crate::storage::{InsertRun, StorageError};
+use crate::engine::StateUpdate;
+use crate::storage::InsertRun;
 use crate::stream::Subscription;
 
 impl ThreadActor {
@@ -321,52 +322,40 @@ impl Handler<UpdateState> for ThreadActor {
             }))));
         }
         let store = self.store.clone();
-        let checkpoint_id = message.checkpoint_id;
-        let reads = async move {
-            let thread = store.get_thread(thread_id).await?;
-            let base = match checkpoint_id {
-                Some(checkpoint_id) => Some(
-                    store
-                        .checkpoint(thread_id, String::new(), checkpoint_id)
-                        .await?
-                        .ok_or(StorageError::NotFound(NotFound::Checkpoint(checkpoint_id)))?,
-                ),
-                None => store.head(thread_id).await?,
-            };
-            Ok::<_, ThreadError>((thread, base))
-        };
-        let graphs = self.graphs.clone();
+        let engines = self.engines.clone();
         #[cfg(any(test, feature = "testing"))]
         let panics = std::mem::take(&mut self.state_update_panics);
         let update = async move {
-            let (thread, base) = reads.await?;
+            let thread = store.get_thread(thread_id).await?;
             let graph_id = thread
                 .metadata
                 .get("graph_id")
                 .and_then(Value::as_str)
                 .ok_or(ThreadError::NoGraph(thread_id))?;
-            let graph = graphs
+            let engine = engines
                 .get(graph_id)
+                .cloned()
                 .ok_or_else(|| ThreadError::GraphNotServed(graph_id.to_owned()))?;
-            // The reducers run in a task of their own: a panic fails only this request.
-            let reduced = tokio::spawn(async move {
+            let request = StateUpdate {
+                thread_id,
+                graph_id: graph_id.to_owned(),
+                values: message.values,
+                as_node: message.as_node,
+                checkpoint_id: message.checkpoint_id,
+            };
+            let checkpoints = Arc::new(StoredCheckpoints { store, thread_id });
+            // Graph code (the reducers) runs in a task of its own: a panic fails only this
+            // request, never this actor.
+            tokio::spawn(async move {
                 #[cfg(any(test, feature = "testing"))]
                 if panics {
                     panic!("fault injected: the state update's reducers panicked");
                 }
-                executor::update_state(
-                    &graph,
-                    thread_id,
-                    base.as_ref(),
-                    message.values.as_ref(),
-                    message.as_node.as_deref(),
-                )
+                engine.update_state(request, checkpoints).await
             })
             .await
-            .map_err(|join_error| {
-                ThreadError::Panicked(format!("the state update: {join_error}"))
-            })?;
-            reduced.map_err(ThreadError::InvalidUpdate)
+            .map_err(|join_error| ThreadError::Panicked(format!("the state update: {join_error}")))?
+            .map_err(ThreadError::from)
         };
         let steps = wrap_future(update).then(move |prepared, actor: &mut Self, _| match prepared {
             Err(error) => fut::ready(Err(error)).boxed_local(),

@@ -20,8 +20,8 @@ use crate::domain::ids::{RunId, ThreadId};
 use crate::domain::run::{RunError, RunStatus};
 use crate::domain::thread::ThreadStatus;
 use crate::domain::time::Timestamp;
-use crate::graph::emit;
 use crate::storage::{FinishRun, SharedStore, StorageError, Unavailable};
+use crate::stream::metadata_event;
 
 /// Longest pause between two tries to record a stalled run end.
 const STALL_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -105,38 +105,40 @@ impl ThreadActor {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
-        let (run, recovered) = match next {
+        let (run, attempt, recovered) = match next {
             Next::Busy | Next::Idle => return fut::ready(()).boxed_local(),
             Next::Wait(delay) => {
                 self.timer = Some(ctx.run_later(delay, |_, ctx| ctx.notify(StartDue)));
                 return fut::ready(()).boxed_local();
             }
-            Next::Start { run, recovered } => (run, recovered),
+            Next::Start {
+                run,
+                attempt,
+                recovered,
+            } => (run, attempt, recovered),
         };
         let run_id = run.run_id;
         let graph_id = run.graph_id.clone();
-        let Some(graph) = self.graphs.get(&graph_id) else {
+        let stream = self.hub.open(run_id, run.kwargs.resumable);
+        let Some(engine) = self.engines.get(&graph_id).cloned() else {
             let error = RunError::new(
                 "ValueError",
                 format!("Graph '{graph_id}' is not configured on this server"),
             );
-            self.hub
-                .open(run_id, run.kwargs.resumable)
-                .publish("metadata", &emit::metadata_event(run_id));
+            stream.publish("metadata", &metadata_event(run_id, attempt));
             return self.record_end(run_id, None, RunEnd::Failed(error));
         };
-        let stream = self.hub.open(run_id, run.kwargs.resumable);
         let limits = self.settings.limits;
         let run_actor = RunActor::new(
             *run,
-            graph,
+            engine,
             self.store.clone(),
             ctx.address().recipient(),
             stream,
             limits,
         )
         .start();
-        let begin = run_actor.send(BeginRun { recovered });
+        let begin = run_actor.send(BeginRun { attempt, recovered });
         wrap_future(begin)
             .then(move |reply, actor: &mut Self, _| match reply {
                 Ok(Ok(attempt)) => {

@@ -43,8 +43,20 @@ pub enum Next {
     Idle,
     /// The first queued run is due after this long.
     Wait(Duration),
-    /// Start this run (`recovered`: a crash left it running; it continues from its checkpoint).
-    Start { run: Box<Run>, recovered: bool },
+    /// Start `attempt` of this run (`recovered`: a crash left it running; it continues from its
+    /// checkpoint).
+    Start {
+        run: Box<Run>,
+        attempt: u32,
+        recovered: bool,
+    },
+}
+
+/// A pending run with how many times it was started before (a crash, a shutdown).
+#[derive(Debug)]
+struct Queued {
+    run: Run,
+    attempts: u32,
 }
 
 /// The runs of one thread that are in flight, and their order.
@@ -52,7 +64,7 @@ pub enum Next {
 pub struct RunQueue<A> {
     active: Option<ActiveRun<A>>,
     /// Pending runs in start order (`created_at`, then id).
-    pending: Vec<Run>,
+    pending: Vec<Queued>,
     /// Runs that ended while the database could not take their end (disk full, foreign lock):
     /// still in flight in storage until the end is written.
     stalled: Vec<(RunId, Unavailable)>,
@@ -84,7 +96,7 @@ impl<A> RunQueue<A> {
             .iter()
             .map(|active| active.run_id)
             .chain(self.stalled.iter().map(|(run_id, _)| *run_id))
-            .chain(self.pending.iter().map(|run| run.run_id))
+            .chain(self.pending.iter().map(|queued| queued.run.run_id))
             .collect()
     }
 
@@ -130,21 +142,22 @@ impl<A> RunQueue<A> {
         now.plus_seconds(after_seconds).unwrap_or(fallback)
     }
 
-    /// Queues a pending run in start order.
+    /// Queues a new pending run in start order.
     pub fn enqueue(&mut self, run: Run) {
         if run.kwargs.temporary {
             self.temporary.insert(run.run_id);
         }
         let position = self.pending.partition_point(|queued| {
-            (queued.created_at, queued.run_id) <= (run.created_at, run.run_id)
+            (queued.run.created_at, queued.run.run_id) <= (run.created_at, run.run_id)
         });
-        self.pending.insert(position, run);
+        self.pending.insert(position, Queued { run, attempts: 0 });
     }
 
     /// Forgets runs that storage has stopped or deleted (queued ones leave the queue).
     /// Returns whether one of them was a stateless run whose thread is to be deleted.
     pub fn forget(&mut self, run_ids: &[RunId]) -> bool {
-        self.pending.retain(|run| !run_ids.contains(&run.run_id));
+        self.pending
+            .retain(|queued| !run_ids.contains(&queued.run.run_id));
         let temporary_before = self.temporary.len();
         self.temporary.retain(|run_id| !run_ids.contains(run_id));
         self.temporary.len() < temporary_before
@@ -164,14 +177,15 @@ impl<A> RunQueue<A> {
         let Some(first) = self.pending.first() else {
             return Next::Idle;
         };
-        let delay = first.created_at.after(now);
+        let delay = first.run.created_at.after(now);
         if !delay.is_zero() {
             return Next::Wait(delay);
         }
-        let run = self.pending.remove(0);
+        let Queued { run, attempts } = self.pending.remove(0);
         let recovered = self.recovered.remove(&run.run_id);
         Next::Start {
             run: Box::new(run),
+            attempt: attempts + 1,
             recovered,
         }
     }
@@ -248,12 +262,12 @@ impl<A> RunQueue<A> {
                 self.temporary.insert(run.run_id);
             }
             if run.status != RunStatus::Running {
-                self.pending.push(run);
+                self.pending.push(Queued { run, attempts });
             } else if let Some(error) = gives_up(&run, attempts) {
                 failed.push((run.run_id, error));
             } else {
                 self.recovered.insert(run.run_id);
-                resumed.push(run);
+                resumed.push(Queued { run, attempts });
             }
         }
         // A run left running started before every pending one: it goes first.
@@ -471,11 +485,16 @@ mod tests {
         assert_eq!(failed[0].0, ids.2);
         assert_eq!(queue.recovered_count(), 1);
         let later = now.plus_seconds(5.0).unwrap();
-        let order: Vec<(RunId, bool)> = std::iter::from_fn(|| match queue.next(later, false) {
-            Next::Start { run, recovered } => Some((run.run_id, recovered)),
-            _ => None,
-        })
-        .collect();
-        assert_eq!(order, [(ids.1, true), (ids.0, false)]);
+        let order: Vec<(RunId, u32, bool)> =
+            std::iter::from_fn(|| match queue.next(later, false) {
+                Next::Start {
+                    run,
+                    attempt,
+                    recovered,
+                } => Some((run.run_id, attempt, recovered)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(order, [(ids.1, 2, true), (ids.0, 1, false)]);
     }
 }

@@ -287,20 +287,18 @@ impl Store for SqliteStore {
     fn start_run(
         &self,
         run_id: RunId,
+        attempt: u32,
         start: Vec<Checkpoint>,
         recovered: bool,
-    ) -> StoreFuture<u32> {
+    ) -> StoreFuture<()> {
         self.write(move |connection| {
-            let attempt = if recovered {
-                runs::resume(connection, run_id)?
-            } else {
-                runs::start(connection, run_id)?
-            };
-            let attempt = attempt.ok_or(StorageError::Fenced)?;
+            if !runs::start(connection, run_id, attempt, recovered)? {
+                return Err(StorageError::Fenced);
+            }
             for checkpoint in &start {
                 checkpoints::insert(connection, checkpoint)?;
             }
-            Ok(attempt)
+            Ok(())
         })
     }
 

@@ -181,29 +181,29 @@ pub fn transition(
     Ok(changed > 0)
 }
 
-/// Marks the pending run `running` and counts the attempt; returns the attempt's number, or
-/// `None` if the run is no longer pending.
-pub fn start(connection: &Connection, run_id: RunId) -> Result<Option<u32>, StorageError> {
+/// Starts attempt number `attempt` of a run: a pending run becomes `running` (with
+/// `recovered`, a run left `running` stays so), counting the attempt, which fences the writes of
+/// any earlier one. False, and nothing changes, unless the run is in that status with exactly
+/// `attempt - 1` attempts so far.
+pub fn start(
+    connection: &Connection,
+    run_id: RunId,
+    attempt: u32,
+    recovered: bool,
+) -> Result<bool, StorageError> {
     // `updated_at` is not bumped by pending → running, as on the official server.
-    Ok(connection
+    let changed = connection
         .prepare_cached(
-            "UPDATE runs SET status = 'running', attempts = attempts + 1
-             WHERE run_id = ? AND status = 'pending' RETURNING attempts",
+            "UPDATE runs SET status = 'running', attempts = :attempt
+             WHERE run_id = :run_id AND attempts = :attempt - 1
+             AND status = CASE WHEN :recovered THEN 'running' ELSE 'pending' END",
         )?
-        .query_row([run_id], |row| row.get(0))
-        .optional()?)
-}
-
-/// Counts another attempt of a run left `running` by a crash; returns the attempt's number, or
-/// `None` if the run is no longer running. Writes of earlier attempts are fenced from then on.
-pub fn resume(connection: &Connection, run_id: RunId) -> Result<Option<u32>, StorageError> {
-    Ok(connection
-        .prepare_cached(
-            "UPDATE runs SET attempts = attempts + 1 WHERE run_id = ? AND status = 'running'
-             RETURNING attempts",
-        )?
-        .query_row([run_id], |row| row.get(0))
-        .optional()?)
+        .execute(named_params! {
+            ":attempt": attempt,
+            ":run_id": run_id,
+            ":recovered": recovered,
+        })?;
+    Ok(changed > 0)
 }
 
 /// The fence of a run's writes: true while the run is `running` in this attempt. A stopped,

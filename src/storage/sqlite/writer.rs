@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{StorageError, Unavailable};
+use crate::storage::{StorageError, Unavailable};
 
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 256;

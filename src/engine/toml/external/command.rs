@@ -17,7 +17,7 @@ use super::failure::{Failure, FailureKind};
 const STDERR_TAIL_BYTES: usize = 4096;
 
 /// A program with arguments, extra environment variables, and the directory it runs in.
-pub(in crate::graph) struct Program {
+pub(in crate::engine::toml) struct Program {
     pub(super) program: PathBuf,
     args: Vec<String>,
     /// May hold secrets: `Debug` shows only the names.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::graph::spec::RetrySpec;
+use crate::engine::toml::spec::RetrySpec;
 
 /// How often, and how far apart, a node's attempts are made.
 #[derive(Debug)]

@@ -14,9 +14,10 @@ use uuid::Uuid;
 
 use crate::domain::checkpoint::{Checkpoint, Interrupt};
 use crate::domain::ids::{RunId, ThreadId};
+use crate::domain::stream_mode::StreamMode;
 use crate::domain::time::Timestamp;
 use crate::domain::JsonMap;
-use crate::stream::RunStream;
+use crate::stream::{metadata_event, RunStream};
 
 /// The stream modes a run may ask for, as bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,31 +34,33 @@ impl Modes {
     pub const CUSTOM: Modes = Modes(1 << 7);
     pub const EVENTS: Modes = Modes(1 << 8);
 
-    /// Every mode name with its bit, in the wire spelling.
-    pub const NAMES: [(&'static str, Modes); 9] = [
-        ("values", Modes::VALUES),
-        ("updates", Modes::UPDATES),
-        ("messages-tuple", Modes::MESSAGES_TUPLE),
-        ("messages", Modes::MESSAGES),
-        ("debug", Modes::DEBUG),
-        ("tasks", Modes::TASKS),
-        ("checkpoints", Modes::CHECKPOINTS),
-        ("custom", Modes::CUSTOM),
-        ("events", Modes::EVENTS),
-    ];
+    /// The bit of one mode.
+    fn bit(mode: StreamMode) -> Modes {
+        match mode {
+            StreamMode::Values => Modes::VALUES,
+            StreamMode::Updates => Modes::UPDATES,
+            StreamMode::MessagesTuple => Modes::MESSAGES_TUPLE,
+            StreamMode::Messages => Modes::MESSAGES,
+            StreamMode::Debug => Modes::DEBUG,
+            StreamMode::Tasks => Modes::TASKS,
+            StreamMode::Checkpoints => Modes::CHECKPOINTS,
+            StreamMode::Custom => Modes::CUSTOM,
+            StreamMode::Events => Modes::EVENTS,
+        }
+    }
+
+    /// The set of these modes.
+    pub fn of(modes: &[StreamMode]) -> Modes {
+        Modes(modes.iter().fold(0, |bits, mode| bits | Self::bit(*mode).0))
+    }
 
     /// The modes named; `Err` names the first unknown one.
     pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Modes, String> {
-        let mut modes = Modes::default();
-        for name in names {
-            let name = name.as_ref();
-            let (_, bit) = Self::NAMES
-                .iter()
-                .find(|(known, _)| *known == name)
-                .ok_or_else(|| name.to_owned())?;
-            modes.0 |= bit.0;
-        }
-        Ok(modes)
+        let modes = names
+            .iter()
+            .map(|name| StreamMode::parse(name.as_ref()).ok_or_else(|| name.as_ref().to_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::of(&modes))
     }
 
     /// Whether any of `other` is set.
@@ -96,11 +99,6 @@ pub struct ModelInfo {
     pub lc_run_id: Uuid,
 }
 
-/// The data of the `metadata` event that opens every run stream.
-pub fn metadata_event(run_id: RunId) -> Value {
-    json!({"run_id": run_id, "attempt": 1})
-}
-
 /// What an `events` event is about.
 enum Scope<'a> {
     Graph,
@@ -114,6 +112,8 @@ pub struct Emitter {
     modes: Modes,
     thread_id: ThreadId,
     run_id: RunId,
+    /// The run's attempt, reported in the `metadata` event and the tasks' `run_attempt`.
+    attempt: u32,
     /// Run metadata as tasks carry it (`metadata` of `debug`/`tasks` task events).
     task_metadata: JsonMap,
     /// The run's `configurable`, for the `config` of checkpoint events.
@@ -161,11 +161,12 @@ impl Emitter {
         modes: Modes,
         thread_id: ThreadId,
         run_id: RunId,
+        attempt: u32,
         run_metadata: &JsonMap,
         configurable: &JsonMap,
     ) -> Self {
         let mut task_metadata = run_metadata.clone();
-        task_metadata.insert("run_attempt".into(), json!(1));
+        task_metadata.insert("run_attempt".into(), json!(attempt));
         task_metadata.insert("run_id".into(), json!(run_id));
         let mut config = JsonMap::new();
         config.insert("checkpoint_ns".into(), json!(""));
@@ -177,6 +178,7 @@ impl Emitter {
             modes,
             thread_id,
             run_id,
+            attempt,
             task_metadata,
             configurable: config,
             graph_lc_run_id: Uuid::now_v7(),
@@ -202,6 +204,7 @@ impl Emitter {
             modes: self.modes,
             thread_id: self.thread_id,
             run_id: self.run_id,
+            attempt: self.attempt,
             task_metadata: self.task_metadata.clone(),
             configurable,
             graph_lc_run_id: Uuid::now_v7(),
@@ -227,6 +230,7 @@ impl Emitter {
             Modes::default(),
             ThreadId(Uuid::nil()),
             RunId(Uuid::nil()),
+            1,
             &JsonMap::new(),
             &JsonMap::new(),
         )
@@ -248,7 +252,7 @@ impl Emitter {
 
     /// `metadata`: the first event of every run stream.
     pub fn run_started(&self, input: Option<&Value>) {
-        self.publish("metadata", &metadata_event(self.run_id));
+        self.publish("metadata", &metadata_event(self.run_id, self.attempt));
         self.lc_event("on_chain_start", Scope::Graph, json!({"input": input}));
     }
 
@@ -672,6 +676,7 @@ mod tests {
             Modes::parse(&["messages", "messages-tuple"]).unwrap(),
             ThreadId(Uuid::now_v7()),
             RunId(Uuid::now_v7()),
+            1,
             &JsonMap::new(),
             &JsonMap::new(),
         ));

@@ -14,9 +14,9 @@ pub(super) const QUOTE_CHARS: usize = 300;
 /// Why one exchange with an endpoint or a program failed; `message` has no subject, so that
 /// callers can say "node 'x' …" or "tool 'x' …".
 #[derive(Debug)]
-pub(in crate::graph) struct Failure {
+pub(in crate::engine::toml) struct Failure {
     pub(super) kind: FailureKind,
-    pub(in crate::graph) message: String,
+    pub(in crate::engine::toml) message: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl Failure {
 }
 
 /// Runs `work`, failing with a timeout when it takes longer than `limit` (the work is dropped).
-pub(in crate::graph) async fn within<T>(
+pub(in crate::engine::toml) async fn within<T>(
     limit: Duration,
     work: impl Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
@@ -68,7 +68,7 @@ pub(in crate::graph) async fn within<T>(
 }
 
 /// Appends `chunk` to `output`, failing once the output exceeds the limit.
-pub(in crate::graph) fn collect(output: &mut Vec<u8>, chunk: &[u8]) -> Result<(), Failure> {
+pub(in crate::engine::toml) fn collect(output: &mut Vec<u8>, chunk: &[u8]) -> Result<(), Failure> {
     output.extend_from_slice(chunk);
     check_size(output.len())
 }

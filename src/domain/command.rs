@@ -1,9 +1,11 @@
-//! A run's `command` (`resume`, `update`, `goto` with node names or `Send`s), parsed from its
-//! JSON with errors that say what is wrong, for a 422.
+//! A run's `command` (`resume`, `update`, `goto` with node names or `Send`s), parsed once from
+//! its JSON (with errors that say what is wrong, for a 422) and kept typed in the run's
+//! arguments. On the wire and in storage it stays exactly the JSON the client sent.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::domain::JsonMap;
+use super::JsonMap;
 
 /// A run's `command`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -14,6 +16,21 @@ pub struct Command {
     pub update: Option<JsonMap>,
     /// Nodes to run next instead of the pending ones.
     pub goto: Vec<Goto>,
+    /// The JSON it was parsed from, shown as the run's `kwargs.command`.
+    raw: Value,
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Value::deserialize(deserializer)?;
+        Command::parse(&raw).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A `command.goto` target: a node, run on the state, or a `Send`: a node run on its own input.
@@ -85,6 +102,27 @@ impl Command {
                 .cloned(),
             update,
             goto,
+            raw: value.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_command_keeps_the_json_it_came_from_and_parses_it_once() {
+        let raw = json!({"resume": null, "goto": {"node": "a", "input": {"x": 1}}});
+        let command: Command = serde_json::from_value(raw.clone()).unwrap();
+        assert_eq!(command.resume, None);
+        assert_eq!(command.goto[0].node, "a");
+        assert_eq!(serde_json::to_value(&command).unwrap(), raw);
+        let error = Command::parse(&json!({"jump": 1})).unwrap_err();
+        assert_eq!(
+            error,
+            "unknown field `jump`: expected resume, update or goto"
+        );
     }
 }

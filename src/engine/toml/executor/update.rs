@@ -8,7 +8,7 @@ use crate::domain::checkpoint::{Checkpoint, CheckpointSource};
 use crate::domain::ids::{CheckpointId, ThreadId};
 use crate::domain::time::Timestamp;
 use crate::domain::JsonMap;
-use crate::graph::graph::{Graph, START};
+use crate::engine::toml::graph::{Graph, START};
 
 /// Builds the `source: update` checkpoint of a state update: `values` (an object, a list of
 /// objects, or null) applied through the reducers as if `as_node` wrote them, on top of `base`.

@@ -9,9 +9,9 @@ use serde_json::{json, Map, Value};
 
 use super::wire::openai_message;
 use crate::domain::run::RunError;
-use crate::graph::external::chain;
-use crate::graph::spec::NodeSpec;
-use crate::graph::tools::Tool;
+use crate::engine::toml::external::chain;
+use crate::engine::toml::spec::NodeSpec;
+use crate::engine::toml::tools::Tool;
 
 /// A node's validated declaration.
 #[derive(Debug)]
@@ -254,7 +254,7 @@ pub(super) mod tests {
 
     use super::*;
 
-    pub(in crate::graph::openai) fn spec(extra: &str) -> NodeSpec {
+    pub(in crate::engine::toml::openai) fn spec(extra: &str) -> NodeSpec {
         toml::from_str(&format!(
             "name = \"agent\"\nkind = \"chat_model\"\nprovider = \"openai\"\n{extra}"
         ))
@@ -345,7 +345,8 @@ pub(super) mod tests {
             "bad name".to_owned(),
             toml::from_str("kind = \"http\"\nurl = \"http://x\"").unwrap(),
         );
-        let toolbox = crate::graph::tools::Toolbox::new(&tools, std::path::Path::new(".")).unwrap();
+        let toolbox =
+            crate::engine::toml::tools::Toolbox::new(&tools, std::path::Path::new(".")).unwrap();
         let bound = toolbox.resolve("agent", &["bad name".to_owned()]).unwrap();
         let message = Settings::from_spec(&spec(VALID), &bound).unwrap_err();
         assert!(message.contains("'bad name'"), "{message}");

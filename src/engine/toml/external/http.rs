@@ -11,7 +11,7 @@ use reqwest::{StatusCode, Url};
 use super::failure::{chain, quote, Failure, FailureKind, QUOTE_CHARS};
 
 /// An HTTP endpoint: a URL, extra headers, and the client that reaches it.
-pub(in crate::graph) struct Endpoint {
+pub(in crate::engine::toml) struct Endpoint {
     url: Url,
     /// May hold secrets: never logged, and `Debug` shows only their names.
     headers: HeaderMap,

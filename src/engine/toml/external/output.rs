@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::failure::{check_size, quote, Failure, FailureKind};
 use crate::domain::JsonMap;
-use crate::graph::emit::NodeStream;
+use crate::engine::toml::emit::NodeStream;
 
 /// The newline-delimited answer of one attempt: leading `{"custom": …}` lines are published as
 /// they complete; the rest is the final update.

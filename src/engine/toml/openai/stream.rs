@@ -317,8 +317,8 @@ pub(super) fn last_chunk(message: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::openai::wire::parse_completion;
-    use crate::graph::openai::wire::tests::COMPLETION;
+    use crate::engine::toml::openai::wire::parse_completion;
+    use crate::engine::toml::openai::wire::tests::COMPLETION;
 
     /// The same answer as `COMPLETION`, streamed: the second call's arguments split over chunks
     /// (it stays invalid), then a usage chunk.

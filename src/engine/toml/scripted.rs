@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(pieces.concat(), text);
         assert!(words("").is_empty());
     }
-    use crate::graph::messages::tool_calls;
+    use crate::engine::toml::messages::tool_calls;
 
     fn human(text: &str) -> Value {
         json!({"type": "human", "content": text, "id": "h"})
@@ -194,7 +194,7 @@ mod tests {
         let tools = vec![SEARCH_TOOL.to_owned()];
         let question = human("what's the weather in nyc?");
         let call = reply(std::slice::from_ref(&question), &tools);
-        let result = crate::graph::messages::tool_message(
+        let result = crate::engine::toml::messages::tool_message(
             &call["tool_calls"][0],
             search_tool(&call["tool_calls"][0]["args"]).unwrap(),
             "success",

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::command::Command;
 use super::plan::{cursor_of, Begin, Finish, RunPlan};
 use super::tasks::carry_over;
 use crate::domain::checkpoint::{Checkpoint, CheckpointSource, Interrupt, TaskRecord};
+use crate::domain::command::Command;
 use crate::domain::run::RunError;
-use crate::graph::graph::START;
+use crate::engine::toml::graph::START;
 
 const MULTIPLE_INTERRUPTS: &str = "When there are multiple pending interrupts, you must specify the interrupt id when resuming. Docs: https://docs.langchain.com/oss/python/langgraph/add-human-in-the-loop#resume-multiple-interrupts-with-one-invocation";
 

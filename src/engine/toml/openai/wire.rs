@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::domain::run::RunError;
-use crate::graph::messages::message_type;
+use crate::engine::toml::messages::message_type;
 
 /// The provider name in `ModelInfo` and `response_metadata.model_provider`.
 pub(super) const PROVIDER: &str = "openai";
@@ -357,7 +357,7 @@ pub(super) fn parse_completion(
 pub(super) mod tests {
     use super::*;
 
-    pub(in crate::graph::openai) const COMPLETION: &str = r#"{
+    pub(in crate::engine::toml::openai) const COMPLETION: &str = r#"{
         "id": "chatcmpl-1", "object": "chat.completion", "model": "llama3.1-served",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
             "role": "assistant", "content": null, "tool_calls": [

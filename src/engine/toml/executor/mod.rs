@@ -5,7 +5,6 @@
 //! `update.rs` (state updates) hold the rest.
 
 mod begin;
-mod command;
 mod plan;
 mod tasks;
 mod update;
@@ -23,7 +22,6 @@ use crate::domain::checkpoint::{CheckpointSource, Interrupt};
 use crate::domain::run::RunError;
 use crate::domain::JsonMap;
 pub use begin::{begin, recover};
-pub use command::{Command, Goto};
 use plan::cursor_of;
 pub use plan::{
     base_metadata, Begin, CheckpointSink, Cursor, Finish, Halt, RunPlan, DEFAULT_RECURSION_LIMIT,
@@ -331,9 +329,9 @@ mod tests {
     use crate::domain::checkpoint::Checkpoint;
     use crate::domain::ids::{RunId, ThreadId};
     use crate::domain::run::Breakpoints;
-    use crate::graph::emit::Emitter;
-    use crate::graph::node::NativeNodes;
-    use crate::graph::parse_spec;
+    use crate::engine::toml::emit::Emitter;
+    use crate::engine::toml::node::NativeNodes;
+    use crate::engine::toml::registry::parse_spec;
 
     struct Collect(Vec<Checkpoint>);
 
@@ -350,7 +348,7 @@ mod tests {
     }
 
     fn plan(graph_toml: &str, input: Value) -> RunPlan {
-        let graph = crate::graph::Graph::from_spec(
+        let graph = crate::engine::toml::graph::Graph::from_spec(
             parse_spec("g", graph_toml).unwrap(),
             &NativeNodes::default(),
         )
@@ -363,7 +361,7 @@ mod tests {
             run_id,
             input: Some(input),
             node_config: Arc::new(json!({"delay": 0}).as_object().unwrap().clone()),
-            base_metadata: base_metadata(&JsonMap::new(), &JsonMap::new(), thread_id, run_id),
+            base_metadata: base_metadata(&JsonMap::new(), &JsonMap::new(), thread_id, run_id, 1),
             recursion_limit: DEFAULT_RECURSION_LIMIT,
             interrupt_before: vec![],
             interrupt_after: vec![],
@@ -375,7 +373,7 @@ mod tests {
         }
     }
 
-    const AGENT: &str = include_str!("../../../config/graphs/agent.toml");
+    const AGENT: &str = include_str!("../../../../config/graphs/agent.toml");
 
     #[tokio::test]
     async fn the_agent_answers_a_weather_question_in_four_messages() {
@@ -500,7 +498,7 @@ mod tests {
         native.register("boom", |_input: NodeInput| async { panic!("kaboom") });
         let spec = parse_spec("p", "[channels]\n[[nodes]]\nname = \"a\"\nkind = \"native\"\nfunction = \"boom\"\n[[edges]]\nfrom = \"__start__\"\nto = \"a\"\n").unwrap();
         let mut plan = plan(AGENT, json!({}));
-        plan.graph = Arc::new(crate::graph::Graph::from_spec(spec, &native).unwrap());
+        plan.graph = Arc::new(crate::engine::toml::graph::Graph::from_spec(spec, &native).unwrap());
         let started = begin(&plan, None, false).unwrap();
         match execute(&plan, started.cursor, false, &mut Collect(vec![])).await {
             Err(Halt::Failed(error)) => {

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::command::Command;
 use super::tasks::pending_tasks;
 use crate::domain::checkpoint::{Checkpoint, CheckpointSource, Interrupt, TaskRecord};
+use crate::domain::command::Command;
 use crate::domain::ids::{CheckpointId, RunId, ThreadId};
 use crate::domain::run::{Breakpoints, RunError};
 use crate::domain::time::Timestamp;
 use crate::domain::JsonMap;
-use crate::graph::emit::{Emitter, TaskInfo};
-use crate::graph::graph::Graph;
+use crate::engine::toml::emit::{Emitter, TaskInfo};
+use crate::engine::toml::graph::Graph;
 
 /// Default `recursion_limit`: supersteps a run may execute.
 pub const DEFAULT_RECURSION_LIMIT: u64 = 25;
@@ -111,13 +111,15 @@ pub trait CheckpointSink: Send {
     fn share(&self) -> Box<dyn CheckpointSink>;
 }
 
-/// The checkpoint metadata every checkpoint of a run shares: scalar `configurable` and run
-/// metadata entries (nested values and internal keys skipped), then `thread_id` and `run_id`.
+/// The checkpoint metadata every checkpoint of a run's attempt shares: scalar `configurable` and
+/// run metadata entries (nested values and internal keys skipped), then `run_attempt`,
+/// `thread_id` and `run_id`.
 pub fn base_metadata(
     configurable: &JsonMap,
     run_metadata: &JsonMap,
     thread_id: ThreadId,
     run_id: RunId,
+    attempt: u32,
 ) -> JsonMap {
     const SKIPPED: [&str; 9] = [
         "thread_id",
@@ -137,6 +139,7 @@ pub fn base_metadata(
             metadata.insert(key.clone(), value.clone());
         }
     }
+    metadata.insert("run_attempt".into(), json!(attempt));
     metadata.insert("thread_id".into(), json!(thread_id));
     metadata.insert("run_id".into(), json!(run_id));
     metadata

@@ -1,0 +1,238 @@
+//! `Runtime`: the runtime as its callers see it. HTTP handlers (and later the cron scheduler,
+//! MCP and A2A) create runs, send commands to threads and read state through it, so every
+//! caller creates a run exactly the same way: the assistant resolved, the request built into a
+//! run by `domain::run_request`, the run handed to its thread's actor, and a command resent when
+//! the actor it reached had just retired.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::{Addr, Handler, Message};
+use serde_json::Value;
+
+use super::checkpoints::StoredCheckpoints;
+use super::error::ThreadError;
+use super::protocol::{RunAccepted, SubmitRun};
+use super::registry::{GetThread, ThreadRegistry};
+use super::thread::ThreadActor;
+use crate::domain::assistant::Assistant;
+use crate::domain::ids::{AssistantId, ThreadId};
+use crate::domain::query::HistoryQuery;
+use crate::domain::run::NewRun;
+use crate::domain::run_request::{build_run, RunRequest};
+use crate::domain::thread::Thread;
+use crate::domain::{NotFound, ValidationError};
+use crate::engine::{stored_history, stored_state, Engine, Engines, PortError, StateAt};
+use crate::storage::{SharedStore, StorageError};
+use crate::stream::StreamHub;
+
+/// How many times a command is resent to a thread whose actor keeps retiring under it.
+const RETIRED_RESENDS: usize = 8;
+
+/// What the creator of a run wants back besides the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunReply {
+    /// The run object only.
+    Run,
+    /// A receiver of the run's outcome (`/wait`).
+    Wait,
+    /// A subscription to the run's stream, taken before it can start (`/stream`).
+    Stream,
+}
+
+/// The runtime's entry points; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    store: SharedStore,
+    engines: Arc<Engines>,
+    registry: Addr<ThreadRegistry>,
+    hub: Arc<StreamHub>,
+    /// Raised at shutdown: new runs are refused.
+    draining: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// The runtime over these parts (wired by `startup.rs`).
+    pub fn new(
+        store: SharedStore,
+        engines: Arc<Engines>,
+        registry: Addr<ThreadRegistry>,
+        hub: Arc<StreamHub>,
+        draining: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            store,
+            engines,
+            registry,
+            hub,
+            draining,
+        }
+    }
+
+    /// The store, for reads and for writes that touch no run.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The served graphs and their engines.
+    pub fn engines(&self) -> &Engines {
+        &self.engines
+    }
+
+    /// The run event streams.
+    pub fn hub(&self) -> &StreamHub {
+        &self.hub
+    }
+
+    /// Sends a command to the thread's actor (started if needed); replies with its answer and
+    /// the actor's address. An actor that retired (idle) just before the command arrived
+    /// refuses it unhandled: the registry is asked again, and starts a fresh actor.
+    pub async fn command<M, R>(
+        &self,
+        thread_id: ThreadId,
+        message: M,
+    ) -> Result<(Result<R, ThreadError>, Addr<ThreadActor>), ThreadError>
+    where
+        M: Message<Result = Result<R, ThreadError>> + Clone + Send + 'static,
+        R: Send + 'static,
+        ThreadActor: Handler<M>,
+    {
+        for _ in 0..RETIRED_RESENDS {
+            let actor = self.registry.send(GetThread { thread_id }).await?;
+            match actor.send(message.clone()).await? {
+                Err(ThreadError::Retired) => continue,
+                reply => return Ok((reply, actor)),
+            }
+        }
+        Err(ThreadError::Retired)
+    }
+
+    /// Sends a command to the thread's actor and returns its answer.
+    pub async fn tell<M, R>(&self, thread_id: ThreadId, message: M) -> Result<R, ThreadError>
+    where
+        M: Message<Result = Result<R, ThreadError>> + Clone + Send + 'static,
+        R: Send + 'static,
+        ThreadActor: Handler<M>,
+    {
+        self.command(thread_id, message).await?.0
+    }
+
+    /// Refused while the server shuts down: runs are not accepted any more.
+    pub fn accepting_runs(&self) -> Result<(), ThreadError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(ThreadError::Draining);
+        }
+        Ok(())
+    }
+
+    /// The assistant a run names: a UUID, or a graph id meaning that graph's system assistant.
+    pub async fn resolve_assistant(&self, text: &str) -> Result<Assistant, ThreadError> {
+        let assistant_id = match AssistantId::parse(text) {
+            Ok(assistant_id) => assistant_id,
+            Err(_) if self.engines.serves(text) => AssistantId::for_graph(text),
+            Err(_) => {
+                let graphs: Vec<&str> = self.engines.ids().collect();
+                return Err(ThreadError::Invalid(ValidationError::Invalid(format!(
+                    "Invalid assistant: '{text}'. Must be either:\n- A valid assistant UUID, or\n- One of the registered graphs: {}",
+                    graphs.join(", ")
+                ))));
+            }
+        };
+        let assistant = self
+            .store
+            .get_assistant(assistant_id)
+            .await?
+            .ok_or(ThreadError::NotFound(NotFound::ThreadOrAssistant))?;
+        if !self.engines.serves(&assistant.graph_id) {
+            return Err(ThreadError::NotFound(NotFound::GraphOfAssistant {
+                graph_id: assistant.graph_id,
+                assistant_id,
+            }));
+        }
+        Ok(assistant)
+    }
+
+    /// Builds a run from a request; `thread_id: None` makes a stateless run on a new temporary
+    /// thread.
+    pub async fn prepare_run(
+        &self,
+        thread_id: Option<ThreadId>,
+        request: RunRequest,
+    ) -> Result<NewRun, ThreadError> {
+        let assistant = self.resolve_assistant(&request.assistant_id).await?;
+        let new_run = build_run(
+            thread_id.unwrap_or_else(ThreadId::generate),
+            request,
+            &assistant,
+            thread_id.is_none(),
+        )?;
+        Ok(new_run)
+    }
+
+    /// Hands a built run to its thread's actor, which applies its multitask strategy.
+    pub async fn submit_run(
+        &self,
+        new_run: NewRun,
+        reply: RunReply,
+    ) -> Result<(RunAccepted, Addr<ThreadActor>), ThreadError> {
+        self.accepting_runs()?;
+        let thread_id = new_run.thread_id;
+        let submit = SubmitRun {
+            new_run,
+            wait: reply == RunReply::Wait,
+            subscribe: reply == RunReply::Stream,
+        };
+        let (accepted, thread) = self.command(thread_id, submit).await?;
+        Ok((accepted?, thread))
+    }
+
+    /// The engine that serves a thread's graph, if a run has assigned it one that is served.
+    fn engine_of(&self, thread: &Thread) -> Option<Arc<dyn Engine>> {
+        let graph_id = thread.metadata.get("graph_id").and_then(Value::as_str)?;
+        self.engines.get(graph_id).cloned()
+    }
+
+    /// A thread's state at `at`, rendered by its graph's engine (`None`: no such checkpoint).
+    pub async fn state(
+        &self,
+        thread_id: ThreadId,
+        at: StateAt,
+    ) -> Result<Option<Value>, ThreadError> {
+        let thread = self.store.get_thread(thread_id).await?;
+        let checkpoints = Arc::new(StoredCheckpoints {
+            store: self.store.clone(),
+            thread_id,
+        });
+        let state = match self.engine_of(&thread) {
+            Some(engine) => engine.state(checkpoints, at),
+            None => stored_state(checkpoints, at),
+        };
+        state.await.map_err(port_failure)
+    }
+
+    /// A thread's states, newest first, rendered by its graph's engine.
+    pub async fn history(
+        &self,
+        thread_id: ThreadId,
+        query: HistoryQuery,
+    ) -> Result<Vec<Value>, ThreadError> {
+        let thread = self.store.get_thread(thread_id).await?;
+        let checkpoints = Arc::new(StoredCheckpoints {
+            store: self.store.clone(),
+            thread_id,
+        });
+        let history = match self.engine_of(&thread) {
+            Some(engine) => engine.history(checkpoints, query),
+            None => stored_history(checkpoints, query),
+        };
+        history.await.map_err(port_failure)
+    }
+}
+
+/// A failed read of state as a command error.
+fn port_failure(error: PortError) -> ThreadError {
+    match error {
+        PortError::NotFound(missing) => ThreadError::Storage(StorageError::NotFound(missing)),
+        other => ThreadError::Engine(format!("{other:?}")),
+    }
+}
