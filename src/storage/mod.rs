@@ -279,7 +279,7 @@ pub trait Store: Send + Sync + 'static {
     fn save_checkpoint(&self, checkpoint: Checkpoint, attempt: u32) -> StoreFuture<()>;
 
     /// Writes a run's terminal status and settles its thread (a closing write). `Fenced` if the
-    /// run was no longer pending or running.
+    /// run is no longer pending or running, or is not a run of `finish.thread_id`.
     fn finish_run(&self, finish: FinishRun) -> StoreFuture<ThreadStatus>;
 
     /// Recomputes a thread's status and cached values (after one of its runs disappeared without
@@ -288,7 +288,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops in-flight runs of a thread (cancel): `interrupt` marks them `interrupted`,
     /// `rollback` deletes them with their checkpoints; then settles the thread. Returns how many
-    /// runs were stopped.
+    /// runs were stopped: named runs of other threads, or not in flight, are left alone and not
+    /// counted (with none stopped, the thread is left as it is).
     fn stop_runs(
         &self,
         thread_id: ThreadId,

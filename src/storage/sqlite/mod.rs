@@ -318,6 +318,7 @@ impl Store for SqliteStore {
             let from = [RunStatus::Running, RunStatus::Pending];
             if !runs::transition(
                 connection,
+                finish.thread_id,
                 finish.run_id,
                 &from,
                 finish.status,
@@ -705,6 +706,7 @@ fn stop_in_flight(
         let changed = match action {
             CancelAction::Interrupt => runs::transition(
                 connection,
+                thread_id,
                 *run_id,
                 &[RunStatus::Pending, RunStatus::Running],
                 RunStatus::Interrupted,

@@ -151,10 +151,12 @@ pub fn in_flight_with_status(
     Ok(runs)
 }
 
-/// Moves a run from one of `from` to `to`; returns false when it was not in one of `from`
-/// (the fence: a stopped or deleted run cannot change again).
+/// Moves a run of the thread from one of `from` to `to`; returns false when it was not in one
+/// of `from` or is not a run of that thread (the fence: a stopped or deleted run cannot change
+/// again, and a run is only ever changed on behalf of its own thread).
 pub fn transition(
     connection: &Connection,
+    thread_id: ThreadId,
     run_id: RunId,
     from: &[RunStatus],
     to: RunStatus,
@@ -169,13 +171,15 @@ pub fn transition(
     let changed = connection
         .prepare_cached(
             "UPDATE runs SET status = :to, error = :error, updated_at = :now
-             WHERE run_id = :run_id AND instr(',' || :allowed || ',', ',' || status || ',') > 0",
+             WHERE run_id = :run_id AND thread_id = :thread_id
+               AND instr(',' || :allowed || ',', ',' || status || ',') > 0",
         )?
         .execute(named_params! {
             ":to": to.as_str(),
             ":error": error.map(to_json).transpose()?,
             ":now": now,
             ":run_id": run_id,
+            ":thread_id": thread_id,
             ":allowed": allowed,
         })?;
     Ok(changed > 0)
