@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use spindle::actors::{GetThread, InjectFault, JoinRun, LiveThreads, Shutdown, ThreadError};
 use spindle::domain::ids::{RunId, ThreadId};
 
@@ -94,6 +94,58 @@ async fn a_thread_actor_that_dies_is_restarted_and_resumes_its_run_and_its_queue
         .map(|(kind, text)| (kind.to_owned(), text.to_owned()))
     );
     assert_eq!(app.orphaned_checkpoints().await, 0);
+}
+
+#[tokio::test]
+async fn a_resumed_run_reports_its_real_attempt_on_its_stream_and_in_its_checkpoints() {
+    let app = spawn_app().await;
+    let thread = app.create_thread().await;
+    let run = run_id(
+        &app.create_run(
+            &thread,
+            json!({
+                "assistant_id": "gated",
+                "input": {"messages": [{"role": "user", "content": "held"}]},
+                "config": {"configurable": {"gate": "held"}},
+                "stream_resumable": true,
+            }),
+        )
+        .await,
+    );
+    app.gates.arrivals("held", 1).await;
+    inject(&app, &thread, InjectFault::ThreadActorDies).await;
+    // The restarted actor resumed the run as a second attempt, which reached the gate again.
+    app.gates.arrivals("held", 2).await;
+    app.gates.open("held");
+    app.join(&thread, &run).await;
+
+    let events = app.join_stream(&thread, &run, Some("-")).await.collect().await;
+    let attempts: Vec<&Value> = events
+        .iter()
+        .filter(|event| event.name == "metadata")
+        .map(|event| &event.data["attempt"])
+        .collect();
+    assert_eq!(attempts, [&json!(1), &json!(2)], "{events:?}");
+
+    let history = app
+        .post(&format!("/threads/{thread}/history"), json!({"limit": 10}))
+        .await;
+    let by_step: Vec<(i64, i64)> = history
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|state| {
+            let metadata = &state["metadata"];
+            (
+                metadata["step"].as_i64().unwrap(),
+                metadata["run_attempt"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // Newest first: the gate and the reply by the second attempt, the input and the start by
+    // the first.
+    assert_eq!(by_step, [(2, 2), (1, 2), (0, 1), (-1, 1)]);
 }
 
 #[tokio::test]
