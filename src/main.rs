@@ -7,8 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use spindle::config;
-use spindle::engine::toml::node::NativeNodes;
-use spindle::startup::Application;
+use spindle::startup::{Application, NativeNodes};
 
 #[derive(Parser)]
 #[command(

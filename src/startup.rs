@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use crate::actors::{GetThread, RunLimits, Runtime, Shutdown, ThreadRegistry, ThreadSettings};
 use crate::config::Settings;
-use crate::engine::toml::node::NativeNodes;
+pub use crate::engine::toml::node::NativeNodes;
 use crate::engine::toml::{GraphRegistry, TomlEngine};
 use crate::engine::Engines;
 use crate::http::{self, AppState};

@@ -85,24 +85,35 @@ fn domain_and_engines_know_nothing_of_actors_http_or_sqlite() {
 }
 
 #[test]
-fn only_the_sqlite_backend_names_rusqlite_and_only_startup_names_the_backend() {
-    let backend = root().join("src/storage/sqlite");
+fn only_the_sqlite_backend_names_rusqlite_and_only_startup_names_a_backend() {
+    let backends = [
+        (
+            root().join("src/storage/sqlite"),
+            ["storage::sqlite", "SqliteStore"],
+        ),
+        (
+            root().join("src/engine/toml"),
+            ["engine::toml", "TomlEngine"],
+        ),
+    ];
     for file in rust_files(&root().join("src")) {
-        if file.starts_with(&backend) {
-            continue;
-        }
         let code = code_of(&file);
-        assert!(
-            !code.contains("rusqlite"),
-            "{} names rusqlite",
-            file.display()
-        );
-        let names_backend = code.contains("storage::sqlite") || code.contains("SqliteStore");
-        assert!(
-            !names_backend || file.ends_with("src/startup.rs"),
-            "{} names the SQLite backend; only startup.rs may",
-            file.display()
-        );
+        if !file.starts_with(&backends[0].0) {
+            assert!(
+                !code.contains("rusqlite"),
+                "{} names rusqlite",
+                file.display()
+            );
+        }
+        for (folder, names) in &backends {
+            let names_backend = names.iter().any(|name| code.contains(name));
+            assert!(
+                !names_backend || file.starts_with(folder) || file.ends_with("src/startup.rs"),
+                "{} names the backend in {}; only startup.rs may",
+                file.display(),
+                folder.display()
+            );
+        }
     }
 }
 

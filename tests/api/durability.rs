@@ -119,7 +119,11 @@ async fn a_resumed_run_reports_its_real_attempt_on_its_stream_and_in_its_checkpo
     app.gates.open("held");
     app.join(&thread, &run).await;
 
-    let events = app.join_stream(&thread, &run, Some("-")).await.collect().await;
+    let events = app
+        .join_stream(&thread, &run, Some("-"))
+        .await
+        .collect()
+        .await;
     let attempts: Vec<&Value> = events
         .iter()
         .filter(|event| event.name == "metadata")
