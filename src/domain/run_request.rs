@@ -253,3 +253,109 @@ pub fn build_run(
         after_seconds,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::assistant::AssistantVersion;
+    use crate::domain::ids::AssistantId;
+    use crate::domain::stream_mode::StreamMode;
+
+    fn assistant() -> Assistant {
+        AssistantVersion {
+            assistant_id: AssistantId::for_graph("agent"),
+            graph_id: "agent".into(),
+            config: json!({"configurable": {"delay": 1, "model": "a"}})
+                .as_object()
+                .unwrap()
+                .clone(),
+            context: JsonMap::new(),
+            metadata: json!({"team": "x"}).as_object().unwrap().clone(),
+            name: "agent".into(),
+            created_at: Timestamp::now(),
+            version: 1,
+            description: None,
+        }
+        .into_assistant(Timestamp::now())
+    }
+
+    fn request(body: Value) -> RunRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn build(body: Value, stateless: bool) -> Result<NewRun, ValidationError> {
+        build_run(ThreadId::generate(), request(body), &assistant(), stateless)
+    }
+
+    #[test]
+    fn a_run_merges_its_config_and_metadata_over_the_assistants_and_strips_reserved_keys() {
+        let run = build(
+            json!({
+                "assistant_id": "agent",
+                "config": {"configurable": {"model": "b", "langgraph_auth_user": "forged"}},
+                "metadata": {"mine": 1, "run_id": "forged"},
+                "stream_mode": "updates",
+                "command": {"resume": true},
+            }),
+            false,
+        )
+        .unwrap();
+        let configurable = run.kwargs.configurable();
+        assert_eq!(configurable["delay"], 1);
+        assert_eq!(configurable["model"], "b");
+        assert!(!configurable.contains_key("langgraph_auth_user"));
+        assert_eq!(configurable["run_id"], json!(run.run_id));
+        assert_eq!(configurable["graph_id"], "agent");
+        assert_eq!(Value::Object(run.metadata), json!({"team": "x", "mine": 1}));
+        assert_eq!(run.kwargs.stream_mode, [StreamMode::Updates]);
+        assert_eq!(run.kwargs.command.unwrap().resume, Some(json!(true)));
+        assert_eq!(run.graph_id, "agent");
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_what_is_wrong() {
+        let refused = |body: Value, stateless: bool| build(body, stateless).unwrap_err();
+        assert_eq!(
+            refused(
+                json!({"assistant_id": "agent", "command": {"resume": 1}}),
+                true
+            ),
+            ValidationError::BadRequest("You must provide a thread_id when resuming.".into())
+        );
+        assert!(matches!(
+            refused(json!({"assistant_id": "agent", "stream_mode": ["tools"]}), false),
+            ValidationError::Invalid(message) if message.contains("'tools' is not one of")
+        ));
+        assert!(matches!(
+            refused(json!({"assistant_id": "agent", "command": {"jump": 1}}), false),
+            ValidationError::Invalid(message) if message.contains("field `command`")
+        ));
+        assert!(matches!(
+            refused(
+                json!({"assistant_id": "agent", "webhook": "http://x"}),
+                false
+            ),
+            ValidationError::Unsupported(_)
+        ));
+        assert!(matches!(
+            refused(
+                json!({"assistant_id": "agent", "config": {"configurable": {"a": 1}}, "context": {"b": 2}}),
+                false
+            ),
+            ValidationError::BadRequest(_)
+        ));
+    }
+
+    #[test]
+    fn a_stateless_run_is_temporary_and_creates_its_thread() {
+        let run = build(json!({"assistant_id": "agent"}), true).unwrap();
+        assert!(run.kwargs.temporary);
+        assert_eq!(run.if_not_exists, IfNotExists::Create);
+        let kept = build(
+            json!({"assistant_id": "agent", "on_completion": "keep"}),
+            true,
+        )
+        .unwrap();
+        assert!(!kept.kwargs.temporary);
+    }
+}
