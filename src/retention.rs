@@ -1,5 +1,5 @@
 //! The retention sweeper: a task that, every `retention.sweep_interval_seconds`, deletes or prunes
-//! the threads nobody has updated for `retention.thread_idle_days` (see `SharedStore::sweep`: bounded
+//! the threads nobody has updated for `retention.thread_idle_days` (see `Store::sweep`: bounded
 //! batches, threads with runs in flight left alone). Started by `startup.rs` when retention is
 //! on; it runs on the arbiter that starts it until the actix System stops. Owns no state.
 

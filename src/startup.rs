@@ -27,7 +27,6 @@ use crate::stream::StreamHub;
 pub struct Application {
     port: u16,
     server: Server,
-    store: SharedStore,
     registry: Addr<ThreadRegistry>,
     /// Raised at shutdown: runs are refused and none starts.
     draining: Arc<AtomicBool>,
@@ -125,13 +124,7 @@ impl Application {
         let server_settings = &settings.server;
         let body_limit = server_settings.body_limit_bytes;
         let state = web::Data::new(AppState {
-            runtime: Runtime::new(
-                store.clone(),
-                engines,
-                registry.clone(),
-                hub,
-                draining.clone(),
-            ),
+            runtime: Runtime::new(store.clone(), engines, registry.clone(), draining.clone()),
             body_limit,
             heartbeat: settings.stream.heartbeat(),
         });
@@ -177,7 +170,6 @@ impl Application {
         Ok(Application {
             port,
             server,
-            store,
             registry,
             draining,
             grace: server_settings.shutdown_grace(),
@@ -188,11 +180,6 @@ impl Application {
     /// The bound port (useful when the settings asked for port 0).
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// The store (tests inspect storage through it).
-    pub fn store(&self) -> SharedStore {
-        self.store.clone()
     }
 
     /// The thread registry.

@@ -15,7 +15,10 @@ fn port_error(error: StorageError) -> PortError {
     match error {
         StorageError::Fenced => PortError::Fenced,
         StorageError::NotFound(missing) => PortError::NotFound(missing),
-        other => PortError::Failed(other.to_string()),
+        other => PortError::Failed {
+            unavailable: other.unavailable(),
+            message: other.to_string(),
+        },
     }
 }
 

@@ -44,8 +44,10 @@ pub enum ThreadError {
     /// The server is shutting down and accepts no new runs (503).
     #[error("the server is shutting down")]
     Draining,
+    /// Storage failed (503 when the cause may pass, else 500). A lookup that found nothing is
+    /// `NotFound`, never this.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     /// The thread actor could not be reached.
     #[error("thread actor unavailable: {0}")]
     Mailbox(#[from] MailboxError),
@@ -55,15 +57,38 @@ pub enum ThreadError {
     Retired,
 }
 
+impl From<StorageError> for ThreadError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::NotFound(missing) => ThreadError::NotFound(missing),
+            other => ThreadError::Storage(other),
+        }
+    }
+}
+
+impl From<PortError> for ThreadError {
+    fn from(error: PortError) -> Self {
+        match error {
+            PortError::NotFound(missing) => ThreadError::NotFound(missing),
+            PortError::Failed {
+                message,
+                unavailable,
+            } => ThreadError::Storage(StorageError::Backend {
+                backend: "storage",
+                message,
+                unavailable,
+            }),
+            PortError::Fenced => ThreadError::Engine("a write was fenced".into()),
+        }
+    }
+}
+
 impl From<EngineError> for ThreadError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::Invalid(message) => ThreadError::InvalidUpdate(message),
             EngineError::UnknownGraph(graph_id) => ThreadError::GraphNotServed(graph_id),
-            EngineError::Port(PortError::NotFound(missing)) => {
-                ThreadError::Storage(StorageError::NotFound(missing))
-            }
-            other => ThreadError::Engine(other.to_string()),
+            EngineError::Port(port) => ThreadError::from(port),
         }
     }
 }

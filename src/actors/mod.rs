@@ -25,10 +25,10 @@ pub use error::ThreadError;
 #[cfg(any(test, feature = "testing"))]
 pub use protocol::InjectFault;
 pub use protocol::{
-    CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, RunOutcome, SubmitRun, SubscribeRun,
-    UpdateState,
+    CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, RunOutcome, RunReply, SubmitRun,
+    SubscribeRun, UpdateState,
 };
 pub use registry::{GetThread, LiveThreads, Shutdown, ShutdownReport, ThreadRegistry};
 pub use run::{RunActor, RunLimits};
-pub use runtime::{RunReply, Runtime};
+pub use runtime::Runtime;
 pub use thread::{ThreadActor, ThreadSettings};

@@ -20,14 +20,23 @@ use crate::stream::Subscription;
 // ----- to a thread actor, from callers (HTTP handlers, start-up, the registry) -----
 
 /// Creates a run on this thread, applying its multitask strategy to the runs in flight. Sent by
-/// the run-creating callers. With `wait`, the reply carries a receiver for the run's outcome.
+/// the runtime for every caller that creates runs.
 #[derive(Clone, Message)]
 #[rtype(result = "Result<RunAccepted, ThreadError>")]
 pub struct SubmitRun {
     pub new_run: NewRun,
-    pub wait: bool,
-    /// Subscribe to the run's stream before it can start, so no event is missed.
-    pub subscribe: bool,
+    pub reply: RunReply,
+}
+
+/// What the creator of a run wants back besides the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunReply {
+    /// The run object only.
+    Run,
+    /// A receiver of the run's outcome (`/wait`).
+    Wait,
+    /// A subscription to the run's stream, taken before it can start (`/stream`).
+    Stream,
 }
 
 /// The reply to `SubmitRun`: the stored run (status `pending`), its outcome and its stream
@@ -114,8 +123,8 @@ pub struct UpdateState {
 #[rtype(result = "oneshot::Receiver<()>")]
 pub struct Drain;
 
-/// Stops the executing run, if any, leaving it `running` in storage with its attempt given
-/// back, so it resumes at the next start. Sent by the registry when the shutdown grace period
+/// Stops the executing run, if any, and puts it back to `pending` in storage with its attempt
+/// given back, so it continues from its last checkpoint at the next start. Sent by the registry when the shutdown grace period
 /// is over; replies with the run it stopped.
 #[derive(Message)]
 #[rtype(result = "Option<RunId>")]
@@ -125,11 +134,11 @@ pub struct Halt;
 
 /// Begins attempt `attempt` of the run: its engine applies the input and marks it `running`
 /// (with `recovered`: continues a run a crash left `running` from its last checkpoint); replies
-/// with the attempt's number once that is committed. Sent once by the thread actor, which waits
-/// for the reply before handling its next command. An error means the attempt never started and
-/// the thread actor records the run as failed.
+/// once that is committed. Sent once by the thread actor, which waits for the reply before
+/// handling its next command. An error means the attempt never started and the thread actor
+/// records the run as failed.
 #[derive(Message)]
-#[rtype(result = "Result<u32, RunError>")]
+#[rtype(result = "Result<(), RunError>")]
 pub struct BeginRun {
     /// The run's attempts so far plus one; storage refuses any other.
     pub attempt: u32,
@@ -191,11 +200,22 @@ pub struct ForgetThread {
     pub generation: u64,
 }
 
+/// A thread actor went away without stopping (a panic in one of its handlers): the registry
+/// forgets it and starts a new one for the thread, which rebuilds from storage. Sent by the
+/// actor as it is dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ThreadDied {
+    pub thread_id: ThreadId,
+    pub generation: u64,
+}
+
 /// What a thread actor may tell its registry, and the generation the registry started it with.
 #[derive(Clone)]
 pub struct RegistryClient {
     pub retire: Recipient<Retire>,
     pub forget: Recipient<ForgetThread>,
+    pub died: Recipient<ThreadDied>,
     pub generation: u64,
 }
 

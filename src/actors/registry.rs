@@ -18,14 +18,14 @@ use actix::{
 };
 use futures_util::future::join_all;
 
-use super::protocol::{Drain, ForgetThread, Halt, RegistryClient, Retire};
+use super::protocol::{Drain, ForgetThread, Halt, RegistryClient, Retire, ThreadDied};
 use super::thread::{ThreadActor, ThreadSettings};
 use crate::domain::ids::ThreadId;
 use crate::engine::Engines;
 use crate::storage::SharedStore;
 use crate::stream::StreamHub;
 
-/// Returns the thread's actor, starting it if needed. Sent by HTTP handlers and start-up.
+/// Returns the thread's actor, starting it if needed. Sent by the runtime and start-up.
 #[derive(Message)]
 #[rtype(result = "Addr<ThreadActor>")]
 pub struct GetThread {
@@ -112,6 +112,14 @@ impl Handler<GetThread> for ThreadRegistry {
                 "thread actor found dead, starting a new one thread_id={thread_id} generation={generation}"
             );
         }
+        MessageResult(self.start_actor(thread_id, ctx))
+    }
+}
+
+impl ThreadRegistry {
+    /// Starts the thread's actor (supervised, on the arbiter its id picks) with a new
+    /// generation, and registers it.
+    fn start_actor(&mut self, thread_id: ThreadId, ctx: &mut Context<Self>) -> Addr<ThreadActor> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let index = (thread_id.0.as_u128() % self.arbiters.len() as u128) as usize;
@@ -122,6 +130,7 @@ impl Handler<GetThread> for ThreadRegistry {
         let registry = RegistryClient {
             retire: ctx.address().recipient(),
             forget: ctx.address().recipient(),
+            died: ctx.address().recipient(),
             generation,
         };
         let address = Supervisor::start_in_arbiter(&self.arbiters[index], move |_| {
@@ -129,16 +138,37 @@ impl Handler<GetThread> for ThreadRegistry {
         });
         self.threads
             .insert(thread_id, (address.clone(), generation));
-        MessageResult(address)
+        address
     }
-}
 
-impl ThreadRegistry {
     /// Whether `thread_id`'s registered actor is the one of `generation`.
     fn holds(&self, thread_id: ThreadId, generation: u64) -> bool {
         self.threads
             .get(&thread_id)
             .is_some_and(|(_, registered)| *registered == generation)
+    }
+}
+
+impl Handler<ThreadDied> for ThreadRegistry {
+    type Result = ();
+
+    fn handle(&mut self, message: ThreadDied, ctx: &mut Context<Self>) {
+        if !self.holds(message.thread_id, message.generation) {
+            return;
+        }
+        self.threads.remove(&message.thread_id);
+        if self.settings.draining.load(Ordering::SeqCst) {
+            // Its runs resume at the next start, as after a crash.
+            return;
+        }
+        log::warn!(
+            "thread actor died, starting a new one thread_id={} generation={}",
+            message.thread_id,
+            message.generation
+        );
+        // The new actor rebuilds from storage: a run the dead one had in flight continues as a
+        // new attempt, which fences whatever the old attempt still tries to write.
+        self.start_actor(message.thread_id, ctx);
     }
 }
 

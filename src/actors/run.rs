@@ -50,7 +50,7 @@ pub struct RunActor {
     /// Where the run's events go.
     stream: Arc<RunStream>,
     limits: RunLimits,
-    /// This attempt's number, once begun: it fences the attempt's writes.
+    /// This attempt's number, once begun: its end report names it.
     attempt: u32,
 }
 
@@ -158,7 +158,7 @@ impl Actor for RunActor {
 }
 
 impl Handler<BeginRun> for RunActor {
-    type Result = AtomicResponse<Self, Result<u32, RunError>>;
+    type Result = AtomicResponse<Self, Result<(), RunError>>;
 
     fn handle(&mut self, message: BeginRun, _: &mut Context<Self>) -> Self::Result {
         self.attempt = message.attempt;
@@ -195,12 +195,11 @@ impl Handler<BeginRun> for RunActor {
                 ))
             })
         };
-        let attempt = message.attempt;
         AtomicResponse::new(Box::pin(wrap_future(started).map(
             move |started, actor: &mut Self, ctx| match started {
                 Ok(execution) => {
                     actor.spawn_execution(execution, ctx);
-                    Ok(attempt)
+                    Ok(())
                 }
                 Err(error) => {
                     // The thread actor records the failure from this reply.

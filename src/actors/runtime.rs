@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::checkpoints::StoredCheckpoints;
 use super::error::ThreadError;
-use super::protocol::{RunAccepted, SubmitRun};
+use super::protocol::{RunAccepted, RunReply, SubmitRun};
 use super::registry::{GetThread, ThreadRegistry};
 use super::thread::ThreadActor;
 use crate::domain::assistant::Assistant;
@@ -22,23 +22,11 @@ use crate::domain::run::NewRun;
 use crate::domain::run_request::{build_run, RunRequest};
 use crate::domain::thread::Thread;
 use crate::domain::{NotFound, ValidationError};
-use crate::engine::{stored_history, stored_state, Engine, Engines, PortError, StateAt};
-use crate::storage::{SharedStore, StorageError};
-use crate::stream::StreamHub;
+use crate::engine::{stored_history, stored_state, Engine, Engines, StateAt};
+use crate::storage::SharedStore;
 
 /// How many times a command is resent to a thread whose actor keeps retiring under it.
 const RETIRED_RESENDS: usize = 8;
-
-/// What the creator of a run wants back besides the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunReply {
-    /// The run object only.
-    Run,
-    /// A receiver of the run's outcome (`/wait`).
-    Wait,
-    /// A subscription to the run's stream, taken before it can start (`/stream`).
-    Stream,
-}
 
 /// The runtime's entry points; cheap to clone.
 #[derive(Clone)]
@@ -46,7 +34,6 @@ pub struct Runtime {
     store: SharedStore,
     engines: Arc<Engines>,
     registry: Addr<ThreadRegistry>,
-    hub: Arc<StreamHub>,
     /// Raised at shutdown: new runs are refused.
     draining: Arc<AtomicBool>,
 }
@@ -57,14 +44,12 @@ impl Runtime {
         store: SharedStore,
         engines: Arc<Engines>,
         registry: Addr<ThreadRegistry>,
-        hub: Arc<StreamHub>,
         draining: Arc<AtomicBool>,
     ) -> Self {
         Self {
             store,
             engines,
             registry,
-            hub,
             draining,
         }
     }
@@ -77,11 +62,6 @@ impl Runtime {
     /// The served graphs and their engines.
     pub fn engines(&self) -> &Engines {
         &self.engines
-    }
-
-    /// The run event streams.
-    pub fn hub(&self) -> &StreamHub {
-        &self.hub
     }
 
     /// Sends a command to the thread's actor (started if needed); replies with its answer and
@@ -177,11 +157,7 @@ impl Runtime {
     ) -> Result<(RunAccepted, Addr<ThreadActor>), ThreadError> {
         self.accepting_runs()?;
         let thread_id = new_run.thread_id;
-        let submit = SubmitRun {
-            new_run,
-            wait: reply == RunReply::Wait,
-            subscribe: reply == RunReply::Stream,
-        };
+        let submit = SubmitRun { new_run, reply };
         let (accepted, thread) = self.command(thread_id, submit).await?;
         Ok((accepted?, thread))
     }
@@ -207,7 +183,7 @@ impl Runtime {
             Some(engine) => engine.state(checkpoints, at),
             None => stored_state(checkpoints, at),
         };
-        state.await.map_err(port_failure)
+        Ok(state.await?)
     }
 
     /// A thread's states, newest first, rendered by its graph's engine.
@@ -225,14 +201,6 @@ impl Runtime {
             Some(engine) => engine.history(checkpoints, query),
             None => stored_history(checkpoints, query),
         };
-        history.await.map_err(port_failure)
-    }
-}
-
-/// A failed read of state as a command error.
-fn port_failure(error: PortError) -> ThreadError {
-    match error {
-        PortError::NotFound(missing) => ThreadError::Storage(StorageError::NotFound(missing)),
-        other => ThreadError::Engine(format!("{other:?}")),
+        Ok(history.await?)
     }
 }

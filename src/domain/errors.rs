@@ -17,3 +17,13 @@ pub enum ValidationError {
     #[error("{0}")]
     Unsupported(String),
 }
+
+/// Why the database cannot take a write now, for a reason that may pass: the request may be
+/// retried (503).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The disk, or the `database.max_size_mb` cap, is full.
+    Full,
+    /// Another connection or process holds the write lock past the busy timeout.
+    Locked,
+}

@@ -16,7 +16,7 @@ pub mod stream_mode;
 pub mod thread;
 pub mod time;
 
-pub use errors::ValidationError;
+pub use errors::{Unavailable, ValidationError};
 pub use missing::{AlreadyExists, NotFound};
 
 /// A JSON object, the shape of metadata, config and state values on the wire.

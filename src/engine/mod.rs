@@ -37,9 +37,6 @@ pub enum EngineError {
     /// Reading or writing through a port failed.
     #[error("{0:?}")]
     Port(PortError),
-    /// The engine failed (a panic in graph code, a worker that went away).
-    #[error("{0}")]
-    Failed(String),
 }
 
 impl From<PortError> for EngineError {

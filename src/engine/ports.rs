@@ -9,7 +9,7 @@ use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::CheckpointId;
 use crate::domain::query::HistoryQuery;
 use crate::domain::run::RunError;
-use crate::domain::NotFound;
+use crate::domain::{NotFound, Unavailable};
 
 /// A port's answer.
 pub type PortFuture<T> = BoxFuture<'static, Result<T, PortError>>;
@@ -22,8 +22,12 @@ pub enum PortError {
     Fenced,
     /// What was read does not exist.
     NotFound(NotFound),
-    /// Storage failed; the text says why.
-    Failed(String),
+    /// Storage failed; the text says why, and `unavailable` whether the cause may pass (a
+    /// full disk, a lock held elsewhere), which the runtime answers with 503.
+    Failed {
+        message: String,
+        unavailable: Option<Unavailable>,
+    },
 }
 
 impl PortError {
@@ -32,7 +36,7 @@ impl PortError {
         let message = match self {
             PortError::Fenced => "the run is no longer running".to_owned(),
             PortError::NotFound(missing) => format!("not found: {missing:?}"),
-            PortError::Failed(message) => message,
+            PortError::Failed { message, .. } => message,
         };
         RunError::new("StorageError", message)
     }

@@ -20,7 +20,6 @@ use crate::domain::time::Timestamp;
 use crate::domain::{JsonMap, NotFound};
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::storage::StorageError;
 
 const ASSISTANT_FIELDS: [&str; 10] = [
     "assistant_id",
@@ -153,7 +152,7 @@ pub async fn delete(
     if extract::flag(&pairs, "delete_threads") {
         for thread_id in state.store().threads_of_assistant(assistant_id).await? {
             match state.runtime.command(thread_id, DeleteThread).await?.0 {
-                Ok(()) | Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
+                Ok(()) | Err(ThreadError::NotFound(_)) => {}
                 Err(other) => return Err(other.into()),
             }
         }

@@ -18,7 +18,7 @@ use crate::domain::thread::{IfExists, Thread, ThreadStatus};
 use crate::domain::{strip_keys, JsonMap, NotFound, RESERVED_METADATA_KEYS};
 use crate::engine::StateAt;
 use crate::error::ApiError;
-use crate::storage::{PruneAction, StorageError};
+use crate::storage::PruneAction;
 
 const THREAD_FIELDS: [&str; 10] = [
     "thread_id",
@@ -171,7 +171,7 @@ pub async fn prune(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
             for thread_id in thread_ids {
                 match state.runtime.command(thread_id, DeleteThread).await?.0 {
                     Ok(()) => deleted += 1,
-                    Err(ThreadError::Storage(StorageError::NotFound(_))) => {}
+                    Err(ThreadError::NotFound(_)) => {}
                     Err(error) => return Err(error.into()),
                 }
             }

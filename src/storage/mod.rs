@@ -21,6 +21,7 @@ use crate::domain::query::{
 use crate::domain::run::{Run, RunError, RunStatus};
 use crate::domain::thread::{IfExists, Thread, ThreadStatus};
 use crate::domain::time::Timestamp;
+pub use crate::domain::Unavailable;
 use crate::domain::{AlreadyExists, JsonMap, NotFound};
 
 /// A storage failure.
@@ -93,15 +94,6 @@ impl StorageError {
             _ => None,
         }
     }
-}
-
-/// Why a write failed for a reason that may pass: the request may be retried (503).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unavailable {
-    /// The disk, or the `database.max_size_mb` cap, is full.
-    Full,
-    /// Another connection or process holds the write lock past the busy timeout.
-    Locked,
 }
 
 /// The new run and what its insertion does to the runs already in flight.
@@ -183,13 +175,16 @@ pub type SharedStore = Arc<dyn Store>;
 /// **The write-ordering contract** (every backend must keep it; `conformance` checks it):
 /// - a write is *queued when the method is called*, not when its future is first polled: two
 ///   writes called one after the other commit in that order, even if the caller awaits neither
-///   yet (the thread actor relies on this to order a stop before an insert);
+///   yet (the thread actor relies on this to order a stop before an insert); `sweep` alone is
+///   several jobs queued one after the other as its future runs;
 /// - a write's future resolves only after its transaction has *committed*: a caller that hears
 ///   `Ok` may tell a client, and a crash cannot take it back;
 /// - a write is *all-or-nothing*: on `Err` nothing of it is stored;
-/// - every write on behalf of a run (`start_run`, `save_checkpoint`, `finish_run`) is *fenced* in
-///   its own transaction on the run still being in flight in that attempt, and answers
-///   `StorageError::Fenced` otherwise; deleting a run deletes its checkpoints with it.
+/// - every write on behalf of a run is *fenced* in its own transaction, and answers
+///   `StorageError::Fenced` otherwise: `start_run` and `save_checkpoint` on the run being in
+///   flight in that attempt, `finish_run` on the run (of that thread) being in flight (the thread
+///   actor records only the end of the attempt it started); deleting a run deletes its
+///   checkpoints with it.
 ///
 /// Reads see committed data only. A full or locked database answers with an error whose
 /// `unavailable()` is set; closing writes (a run's end, deletions, releases) may exceed a

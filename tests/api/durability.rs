@@ -182,6 +182,26 @@ async fn a_thread_actor_that_panics_in_a_handler_is_replaced_and_its_thread_goes
 }
 
 #[tokio::test]
+async fn a_run_whose_thread_actor_panics_continues_at_once_under_a_new_actor() {
+    let app = spawn_app().await;
+    let thread = app.create_thread().await;
+    let held = run_id(&app.gated_run(&thread, "held", "held", "enqueue").await);
+    app.gates.arrivals("held", 1).await;
+
+    let killed = inject_into(&app, &thread, InjectFault::ThreadActorPanics).await;
+    assert!(killed.is_err(), "the panicking handler did not answer");
+    // No client command follows: the registry learns of the death and starts a new actor,
+    // which resumes the run as a second attempt.
+    app.gates.arrivals("held", 2).await;
+    app.gates.open("held");
+    app.join(&thread, &held).await;
+    assert_eq!(app.run_status(&thread, &held).await, "success");
+    assert_eq!(attempts(&app, &held).await, 2);
+    assert_eq!(app.human_messages(&thread).await, ["held"]);
+    app.wait_for_thread_status(&thread, "idle").await;
+}
+
+#[tokio::test]
 async fn a_state_update_whose_reducers_panic_fails_only_that_request() {
     let app = spawn_app().await;
     let thread = app.create_thread().await;

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::queue::RunQueue;
 use crate::actors::error::ThreadError;
-use crate::actors::protocol::{RegistryClient, Retire, RunOutcome, StopRun};
+use crate::actors::protocol::{RegistryClient, Retire, RunOutcome, StopRun, ThreadDied};
 use crate::actors::run::{RunActor, RunLimits};
 use crate::config::OnRestart;
 use crate::domain::ids::{RunId, ThreadId};
@@ -198,6 +198,30 @@ impl Actor for ThreadActor {
         let recovery = self.recover();
         ctx.wait(recovery);
         self.arm_idle_check(ctx);
+    }
+}
+
+impl Drop for ThreadActor {
+    /// An actor is dropped after it retired (the registry forgot it first), or when it died: a
+    /// panic in a handler (its supervisor restarts only actors that stop, and restarts keep the
+    /// actor) or the whole system stopping. Unless it retired, stop its run, whose writes the
+    /// next attempt fences anyway, and tell the registry, which starts a new actor for the
+    /// thread unless the server is shutting down.
+    fn drop(&mut self) {
+        if self.retired {
+            return;
+        }
+        log::error!(
+            "thread actor died without stopping thread_id={}",
+            self.thread_id
+        );
+        if let Some(active) = self.runs.take_active() {
+            active.handle.do_send(StopRun);
+        }
+        self.registry.died.do_send(ThreadDied {
+            thread_id: self.thread_id,
+            generation: self.registry.generation,
+        });
     }
 }
 

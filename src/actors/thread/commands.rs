@@ -3,10 +3,10 @@
 //! the pure queue core), join a run, subscribe to its stream, cancel runs, delete a run, delete
 //! the thread, update the state.
 
-use actix::fut::{self, wrap_future};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use actix::fut::{self, wrap_future};
 use actix::{ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -16,14 +16,15 @@ use super::queue::Admission;
 use crate::actors::checkpoints::StoredCheckpoints;
 use crate::actors::error::ThreadError;
 use crate::actors::protocol::{
-    CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, RunOutcome, SubmitRun, SubscribeRun,
-    UpdateState,
+    CancelRuns, DeleteRun, DeleteThread, JoinRun, RunAccepted, RunOutcome, RunReply, SubmitRun,
+    SubscribeRun, UpdateState,
 };
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::RunId;
 use crate::domain::multitask::CancelAction;
 use crate::domain::run::{IfNotExists, Run, RunStatus};
 use crate::domain::time::Timestamp;
+use crate::domain::NotFound;
 use crate::engine::StateUpdate;
 use crate::storage::InsertRun;
 use crate::stream::Subscription;
@@ -52,11 +53,7 @@ impl Handler<SubmitRun> for ThreadActor {
         if let Err(refused) = self.touch_to_change() {
             return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
         }
-        let SubmitRun {
-            mut new_run,
-            wait,
-            subscribe,
-        } = message;
+        let SubmitRun { mut new_run, reply } = message;
         new_run.created_at =
             self.runs
                 .stamp(Timestamp::now(), new_run.after_seconds, new_run.created_at);
@@ -114,9 +111,9 @@ impl Handler<SubmitRun> for ThreadActor {
                         // A stateless run's thread that gets more runs is no longer temporary.
                         actor.forget_stopped(&stopped, action);
                     }
-                    let outcome = wait.then(|| actor.add_waiter(run.run_id));
+                    let outcome = (reply == RunReply::Wait).then(|| actor.add_waiter(run.run_id));
                     let stream = actor.hub.open(run.run_id, run.kwargs.resumable);
-                    let subscription = subscribe.then(|| stream.subscribe(None));
+                    let subscription = (reply == RunReply::Stream).then(|| stream.subscribe(None));
                     actor.runs.enqueue(run.clone());
                     actor
                         .start_next(ctx)
@@ -327,6 +324,13 @@ impl Handler<UpdateState> for ThreadActor {
         let panics = std::mem::take(&mut self.state_update_panics);
         let update = async move {
             let thread = store.get_thread(thread_id).await?;
+            // A checkpoint that does not exist is a 404 whatever the thread's graph.
+            if let Some(checkpoint_id) = message.checkpoint_id {
+                store
+                    .checkpoint(thread_id, String::new(), checkpoint_id)
+                    .await?
+                    .ok_or(ThreadError::NotFound(NotFound::Checkpoint(checkpoint_id)))?;
+            }
             let graph_id = thread
                 .metadata
                 .get("graph_id")

@@ -141,7 +141,7 @@ impl ThreadActor {
         let begin = run_actor.send(BeginRun { attempt, recovered });
         wrap_future(begin)
             .then(move |reply, actor: &mut Self, _| match reply {
-                Ok(Ok(attempt)) => {
+                Ok(Ok(())) => {
                     log::info!(
                         "run started run_id={run_id} thread_id={} graph_id={graph_id} attempt={attempt}",
                         actor.thread_id

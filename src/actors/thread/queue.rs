@@ -57,6 +57,8 @@ pub enum Next {
 struct Queued {
     run: Run,
     attempts: u32,
+    /// A crash left it `running`: it continues from its last checkpoint when it starts.
+    recovered: bool,
 }
 
 /// The runs of one thread that are in flight, and their order.
@@ -70,8 +72,6 @@ pub struct RunQueue<A> {
     stalled: Vec<(RunId, Unavailable)>,
     /// In-flight stateless runs whose thread is deleted when they end.
     temporary: HashSet<RunId>,
-    /// Runs a crash left `running`, to continue from their last checkpoint when they start.
-    recovered: HashSet<RunId>,
     /// The creation time given to the last run submitted: the next one gets a later one.
     last_stamp: Option<Timestamp>,
 }
@@ -83,7 +83,6 @@ impl<A> Default for RunQueue<A> {
             pending: Vec::new(),
             stalled: Vec::new(),
             temporary: HashSet::new(),
-            recovered: HashSet::new(),
             last_stamp: None,
         }
     }
@@ -150,7 +149,14 @@ impl<A> RunQueue<A> {
         let position = self.pending.partition_point(|queued| {
             (queued.run.created_at, queued.run.run_id) <= (run.created_at, run.run_id)
         });
-        self.pending.insert(position, Queued { run, attempts: 0 });
+        self.pending.insert(
+            position,
+            Queued {
+                run,
+                attempts: 0,
+                recovered: false,
+            },
+        );
     }
 
     /// Forgets runs that storage has stopped or deleted (queued ones leave the queue).
@@ -181,8 +187,11 @@ impl<A> RunQueue<A> {
         if !delay.is_zero() {
             return Next::Wait(delay);
         }
-        let Queued { run, attempts } = self.pending.remove(0);
-        let recovered = self.recovered.remove(&run.run_id);
+        let Queued {
+            run,
+            attempts,
+            recovered,
+        } = self.pending.remove(0);
         Next::Start {
             run: Box::new(run),
             attempt: attempts + 1,
@@ -242,8 +251,12 @@ impl<A> RunQueue<A> {
 
     /// The runs a restart found running and that have not started again (a shutdown puts them
     /// back to pending).
-    pub fn take_recovered(&mut self) -> Vec<RunId> {
-        self.recovered.drain().collect()
+    pub fn recovered_runs(&self) -> Vec<RunId> {
+        self.pending
+            .iter()
+            .filter(|queued| queued.recovered)
+            .map(|queued| queued.run.run_id)
+            .collect()
     }
 
     /// Rebuilds the queue from storage's in-flight runs (start order, with their attempts): a run
@@ -261,13 +274,21 @@ impl<A> RunQueue<A> {
             if run.kwargs.temporary {
                 self.temporary.insert(run.run_id);
             }
-            if run.status != RunStatus::Running {
-                self.pending.push(Queued { run, attempts });
+            let recovered = run.status == RunStatus::Running;
+            if !recovered {
+                self.pending.push(Queued {
+                    run,
+                    attempts,
+                    recovered,
+                });
             } else if let Some(error) = gives_up(&run, attempts) {
                 failed.push((run.run_id, error));
             } else {
-                self.recovered.insert(run.run_id);
-                resumed.push(Queued { run, attempts });
+                resumed.push(Queued {
+                    run,
+                    attempts,
+                    recovered,
+                });
             }
         }
         // A run left running started before every pending one: it goes first.
@@ -277,7 +298,10 @@ impl<A> RunQueue<A> {
 
     /// How many queued runs continue a run a crash left running.
     pub fn recovered_count(&self) -> usize {
-        self.recovered.len()
+        self.pending
+            .iter()
+            .filter(|queued| queued.recovered)
+            .count()
     }
 
     /// How many runs are queued.
@@ -291,7 +315,6 @@ impl<A> RunQueue<A> {
         self.pending.clear();
         self.stalled.clear();
         self.temporary.clear();
-        self.recovered.clear();
     }
 }
 

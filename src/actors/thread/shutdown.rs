@@ -29,7 +29,7 @@ impl Handler<Halt> for ThreadActor {
     fn handle(&mut self, _: Halt, _: &mut Context<Self>) -> Self::Result {
         // Runs a restart of this actor found running and that the drain kept from starting
         // did not fail either: they go back to pending too.
-        let mut released = self.runs.take_recovered();
+        let mut released = self.runs.recovered_runs();
         let Some((run_id, run_actor)) = self
             .runs
             .active()

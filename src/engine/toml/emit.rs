@@ -54,15 +54,6 @@ impl Modes {
         Modes(modes.iter().fold(0, |bits, mode| bits | Self::bit(*mode).0))
     }
 
-    /// The modes named; `Err` names the first unknown one.
-    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Modes, String> {
-        let modes = names
-            .iter()
-            .map(|name| StreamMode::parse(name.as_ref()).ok_or_else(|| name.as_ref().to_owned()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::of(&modes))
-    }
-
     /// Whether any of `other` is set.
     pub fn has(self, other: Modes) -> bool {
         self.0 & other.0 != 0
@@ -657,11 +648,12 @@ mod tests {
     use crate::stream::{Item, StreamLimits};
 
     #[test]
-    fn modes_parse_and_name_the_unknown_one() {
-        let modes = Modes::parse(&["values", "messages-tuple"]).unwrap();
+    fn modes_hold_exactly_the_stream_modes_asked_for() {
+        let modes = Modes::of(&[StreamMode::Values, StreamMode::MessagesTuple]);
         assert!(modes.has(Modes::VALUES) && modes.any_messages());
         assert!(!modes.has(Modes::DEBUG));
-        assert_eq!(Modes::parse(&["values", "tools"]).unwrap_err(), "tools");
+        // An unknown mode name never gets this far: `StreamMode::parse` refuses it.
+        assert_eq!(StreamMode::parse("tools"), None);
     }
 
     #[tokio::test]
@@ -673,7 +665,7 @@ mod tests {
         ));
         let emitter = Arc::new(Emitter::new(
             Some(stream.clone()),
-            Modes::parse(&["messages", "messages-tuple"]).unwrap(),
+            Modes::of(&[StreamMode::Messages, StreamMode::MessagesTuple]),
             ThreadId(Uuid::now_v7()),
             RunId(Uuid::now_v7()),
             1,

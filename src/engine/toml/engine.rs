@@ -21,6 +21,7 @@ use crate::engine::{
     Engine, EngineError, EngineFuture, Execution, PortError, RunCheckpoints, RunExit, RunStart,
     StateUpdate, ThreadCheckpoints,
 };
+use crate::stream::metadata_event;
 
 /// The engine of the graphs declared in TOML files.
 pub struct TomlEngine {
@@ -256,12 +257,15 @@ impl Engine for TomlEngine {
         match self.graphs.get(&start.run.graph_id) {
             Some(graph) => Box::pin(begin(graph, start)),
             None => {
+                // `Engines` routes runs by graph id, so this is not expected; the stream still
+                // opens with `metadata`, as the contract says.
+                let run = &start.run;
+                start
+                    .stream
+                    .publish("metadata", &metadata_event(run.run_id, start.attempt));
                 let error = RunError::new(
                     "ValueError",
-                    format!(
-                        "Graph '{}' is not configured on this server",
-                        start.run.graph_id
-                    ),
+                    format!("Graph '{}' is not configured on this server", run.graph_id),
                 );
                 Box::pin(future::ready(Err(error)))
             }
