@@ -20,9 +20,8 @@ use crate::domain::ids::{AssistantId, ThreadId};
 use crate::domain::query::HistoryQuery;
 use crate::domain::run::NewRun;
 use crate::domain::run_request::{build_run, RunRequest};
-use crate::domain::thread::Thread;
 use crate::domain::{NotFound, ValidationError};
-use crate::engine::{stored_history, stored_state, Engine, Engines, StateAt};
+use crate::engine::{stored_history, stored_state, Engine, Engines, StateAt, ThreadCheckpoints};
 use crate::storage::SharedStore;
 
 /// How many times a command is resent to a thread whose actor keeps retiring under it.
@@ -162,10 +161,24 @@ impl Runtime {
         Ok((accepted?, thread))
     }
 
-    /// The engine that serves a thread's graph, if a run has assigned it one that is served.
-    fn engine_of(&self, thread: &Thread) -> Option<Arc<dyn Engine>> {
-        let graph_id = thread.metadata.get("graph_id").and_then(Value::as_str)?;
-        self.engines.get(graph_id).cloned()
+    /// A thread's checkpoints, with the engine that serves its graph if a run has assigned it
+    /// one that is served (a thread no graph has run shows its stored state). `NotFound` for an
+    /// unknown thread.
+    async fn reader(
+        &self,
+        thread_id: ThreadId,
+    ) -> Result<(Option<Arc<dyn Engine>>, Arc<dyn ThreadCheckpoints>), ThreadError> {
+        let thread = self.store.get_thread(thread_id).await?;
+        let engine = thread
+            .metadata
+            .get("graph_id")
+            .and_then(Value::as_str)
+            .and_then(|graph_id| self.engines.get(graph_id).cloned());
+        let checkpoints = Arc::new(StoredCheckpoints {
+            store: self.store.clone(),
+            thread_id,
+        });
+        Ok((engine, checkpoints))
     }
 
     /// A thread's state at `at`, rendered by its graph's engine (`None`: no such checkpoint).
@@ -174,14 +187,9 @@ impl Runtime {
         thread_id: ThreadId,
         at: StateAt,
     ) -> Result<Option<Value>, ThreadError> {
-        let thread = self.store.get_thread(thread_id).await?;
-        let checkpoints = Arc::new(StoredCheckpoints {
-            store: self.store.clone(),
-            thread_id,
-        });
-        let state = match self.engine_of(&thread) {
-            Some(engine) => engine.state(checkpoints, at),
-            None => stored_state(checkpoints, at),
+        let state = match self.reader(thread_id).await? {
+            (Some(engine), checkpoints) => engine.state(checkpoints, at),
+            (None, checkpoints) => stored_state(checkpoints, at),
         };
         Ok(state.await?)
     }
@@ -192,14 +200,9 @@ impl Runtime {
         thread_id: ThreadId,
         query: HistoryQuery,
     ) -> Result<Vec<Value>, ThreadError> {
-        let thread = self.store.get_thread(thread_id).await?;
-        let checkpoints = Arc::new(StoredCheckpoints {
-            store: self.store.clone(),
-            thread_id,
-        });
-        let history = match self.engine_of(&thread) {
-            Some(engine) => engine.history(checkpoints, query),
-            None => stored_history(checkpoints, query),
+        let history = match self.reader(thread_id).await? {
+            (Some(engine), checkpoints) => engine.history(checkpoints, query),
+            (None, checkpoints) => stored_history(checkpoints, query),
         };
         Ok(history.await?)
     }
