@@ -10,6 +10,7 @@ mod hitl;
 mod models;
 mod retention;
 mod runs;
+mod seams;
 mod sse;
 mod state;
 mod storage_faults;
