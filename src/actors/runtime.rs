@@ -145,6 +145,11 @@ impl Runtime {
             &assistant,
             thread_id.is_none(),
         )?;
+        if let Some(engine) = self.engines.get(&new_run.graph_id) {
+            engine
+                .check_run(&new_run.graph_id, &new_run.kwargs)
+                .map_err(ValidationError::Invalid)?;
+        }
         Ok(new_run)
     }
 

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::{CheckpointId, ThreadId};
 use crate::domain::query::HistoryQuery;
-use crate::domain::run::{Run, RunError};
+use crate::domain::run::{Run, RunError, RunKwargs};
 use crate::domain::JsonMap;
 use crate::stream::RunStream;
 pub use ports::{PortError, PortFuture, RunCheckpoints, ThreadCheckpoints};
@@ -118,6 +118,14 @@ pub trait Engine: Send + Sync + 'static {
         namespace: Option<&str>,
         recurse: bool,
     ) -> EngineFuture<Value>;
+
+    /// Checks a run's arguments against its graph before the run is accepted: what cannot run
+    /// (a `command.goto` to a node the graph does not have, say) is refused with the reason, a
+    /// client mistake, and nothing is written. By default, everything is accepted.
+    fn check_run(&self, graph_id: &str, kwargs: &RunKwargs) -> Result<(), String> {
+        let _ = (graph_id, kwargs);
+        Ok(())
+    }
 
     /// Starts one attempt of a run: applies its input (or command, or continues it) through the
     /// checkpoint port and publishes the run's events, `metadata` first. Resolves once the

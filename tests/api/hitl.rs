@@ -137,6 +137,13 @@ async fn command_update_and_goto_continue_elsewhere() {
         (json!({"goto": 5}), "goto"),
         (json!({"update": [1]}), "update"),
         (json!({"jump": "reply"}), "jump"),
+        (json!({"goto": "nowhere"}), "'nowhere' is not a node"),
+        (json!({"goto": "__end__"}), "'__end__' is not a node"),
+        (json!({"goto": "__start__"}), "'__start__' is not a node"),
+        (
+            json!({"goto": {"node": "nowhere", "input": {}}}),
+            "'nowhere'",
+        ),
     ] {
         let before = app.row_counts().await;
         let reply = app
@@ -149,6 +156,8 @@ async fn command_update_and_goto_continue_elsewhere() {
         assert!(reply.detail().contains(field), "{}", reply.detail());
         assert_eq!(app.row_counts().await, before);
     }
+    // Nothing was written: the thread is as the last run left it.
+    assert_eq!(app.thread_status(&thread_id).await, "idle");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use super::executor::{
 use super::graph::Graph;
 use super::registry::GraphRegistry;
 use crate::domain::checkpoint::Checkpoint;
-use crate::domain::run::RunError;
+use crate::domain::run::{RunError, RunKwargs};
 use crate::domain::{JsonMap, NotFound};
 use crate::engine::{
     Engine, EngineError, EngineFuture, Execution, PortError, RunCheckpoints, RunExit, RunStart,
@@ -251,6 +251,20 @@ impl Engine for TomlEngine {
         recurse: bool,
     ) -> EngineFuture<Value> {
         self.describe(graph_id, |graph| graph.subgraph_schemas(namespace, recurse))
+    }
+
+    fn check_run(&self, graph_id: &str, kwargs: &RunKwargs) -> Result<(), String> {
+        let graph = self.graph(graph_id).map_err(|error| error.to_string())?;
+        let gotos = kwargs.command.iter().flat_map(|command| &command.goto);
+        for goto in gotos {
+            if graph.node(&goto.node).is_none() {
+                return Err(format!(
+                    "Invalid request body: field `command.goto`: '{}' is not a node of graph '{graph_id}'",
+                    goto.node
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn start(&self, start: RunStart) -> BoxFuture<'static, Result<Execution, RunError>> {
