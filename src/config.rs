@@ -81,6 +81,9 @@ pub struct RuntimeSettings {
     /// Seconds a thread actor with nothing to do stays in memory before it is dropped (it comes
     /// back from SQLite on the next command).
     pub actor_idle_seconds: f64,
+    /// Refuse (422) run inputs, commands and state updates that carry an AI message with tool
+    /// calls: the graph's `tools` node would run configured tools with a client's arguments.
+    pub refuse_client_tool_calls: bool,
 }
 
 /// `0` means no limit.

@@ -124,7 +124,13 @@ impl Application {
         let server_settings = &settings.server;
         let body_limit = server_settings.body_limit_bytes;
         let state = web::Data::new(AppState {
-            runtime: Runtime::new(store.clone(), engines, registry.clone(), draining.clone()),
+            runtime: Runtime::new(
+                store.clone(),
+                engines,
+                registry.clone(),
+                draining.clone(),
+                settings.runtime.refuse_client_tool_calls,
+            ),
             body_limit,
             heartbeat: settings.stream.heartbeat(),
         });

@@ -12,14 +12,16 @@ use serde_json::Value;
 
 use super::checkpoints::StoredCheckpoints;
 use super::error::ThreadError;
-use super::protocol::{RunAccepted, RunReply, SubmitRun};
+use super::protocol::{RunAccepted, RunReply, SubmitRun, UpdateState};
 use super::registry::{GetThread, ThreadRegistry};
 use super::thread::ThreadActor;
 use crate::domain::assistant::Assistant;
+use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ids::{AssistantId, ThreadId};
 use crate::domain::query::HistoryQuery;
 use crate::domain::run::NewRun;
 use crate::domain::run_request::{build_run, RunRequest};
+use crate::domain::tool_calls::has_ai_tool_calls;
 use crate::domain::{NotFound, ValidationError};
 use crate::engine::{stored_history, stored_state, Engine, Engines, StateAt, ThreadCheckpoints};
 use crate::storage::SharedStore;
@@ -35,6 +37,8 @@ pub struct Runtime {
     registry: Addr<ThreadRegistry>,
     /// Raised at shutdown: new runs are refused.
     draining: Arc<AtomicBool>,
+    /// Refuse client-supplied AI messages with tool calls (`runtime.refuse_client_tool_calls`).
+    refuse_client_tool_calls: bool,
 }
 
 impl Runtime {
@@ -44,13 +48,27 @@ impl Runtime {
         engines: Arc<Engines>,
         registry: Addr<ThreadRegistry>,
         draining: Arc<AtomicBool>,
+        refuse_client_tool_calls: bool,
     ) -> Self {
         Self {
             store,
             engines,
             registry,
             draining,
+            refuse_client_tool_calls,
         }
+    }
+
+    /// With `runtime.refuse_client_tool_calls`, refuses `value` (the request's `field`) when it
+    /// carries an AI message with tool calls, which a graph's `tools` node would execute.
+    fn check_client_tool_calls(&self, field: &str, value: &Value) -> Result<(), ThreadError> {
+        if self.refuse_client_tool_calls && has_ai_tool_calls(value) {
+            return Err(ThreadError::Invalid(ValidationError::Invalid(format!(
+                "Invalid request body: field `{field}`: it holds an AI message with tool calls, \
+                 which this server does not accept from clients (runtime.refuse_client_tool_calls)"
+            ))));
+        }
+        Ok(())
     }
 
     /// The store, for reads and for writes that touch no run.
@@ -104,6 +122,19 @@ impl Runtime {
         Ok(())
     }
 
+    /// Writes a `source: update` checkpoint through the thread's actor (409 while runs are in
+    /// flight); replies with the new checkpoint.
+    pub async fn update_state(
+        &self,
+        thread_id: ThreadId,
+        update: UpdateState,
+    ) -> Result<Checkpoint, ThreadError> {
+        if let Some(values) = &update.values {
+            self.check_client_tool_calls("values", values)?;
+        }
+        self.tell(thread_id, update).await
+    }
+
     /// The assistant a run names: a UUID, or a graph id meaning that graph's system assistant.
     pub async fn resolve_assistant(&self, text: &str) -> Result<Assistant, ThreadError> {
         let assistant_id = match AssistantId::parse(text) {
@@ -145,6 +176,17 @@ impl Runtime {
             &assistant,
             thread_id.is_none(),
         )?;
+        let kwargs = &new_run.kwargs;
+        if let Some(input) = &kwargs.input {
+            self.check_client_tool_calls("input", input)?;
+        }
+        if let Some(update) = kwargs
+            .command
+            .as_ref()
+            .and_then(|command| command.update.as_ref())
+        {
+            self.check_client_tool_calls("command.update", &Value::Object(update.clone()))?;
+        }
         if let Some(engine) = self.engines.get(&new_run.graph_id) {
             engine
                 .check_run(&new_run.graph_id, &new_run.kwargs)

@@ -15,6 +15,7 @@ pub mod run_request;
 pub mod stream_mode;
 pub mod thread;
 pub mod time;
+pub mod tool_calls;
 
 pub use errors::{Unavailable, ValidationError};
 pub use missing::{AlreadyExists, NotFound};

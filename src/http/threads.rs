@@ -372,7 +372,7 @@ pub async fn update_state(
         as_node: request.as_node,
         checkpoint_id,
     };
-    let checkpoint = state.runtime.tell(thread_id, update).await?;
+    let checkpoint = state.runtime.update_state(thread_id, update).await?;
     let reference = checkpoint.reference();
     Ok(HttpResponse::Ok().json(json!({
         "checkpoint": reference,

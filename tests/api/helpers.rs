@@ -178,6 +178,7 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
             run_timeout_seconds: 0.0,
             node_timeout_seconds: 0.0,
             actor_idle_seconds: 60.0,
+            refuse_client_tool_calls: false,
         },
         stream: StreamSettings {
             heartbeat_seconds: 0.2,
