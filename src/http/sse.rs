@@ -24,6 +24,12 @@ use crate::stream::{sse_frame, Item, Subscription};
 
 const HEARTBEAT: &[u8] = b": heartbeat\r\n\r\n";
 
+/// How often a response whose run is cancelled when its client goes away writes a heartbeat
+/// (when its run is quiet), whatever `stream.heartbeat_seconds` says. A closed connection is
+/// only noticed by a write that fails, the second after the peer went away, so a client that
+/// disconnects is noticed within two of these.
+const DISCONNECT_PROBE: Duration = Duration::from_millis(300);
+
 /// Cancels a run (as `interrupt`) when dropped before `finish`: the response body is dropped
 /// when the client disconnects.
 pub struct DisconnectGuard {
@@ -41,6 +47,15 @@ impl DisconnectGuard {
     /// The response was delivered whole: nothing to cancel.
     fn finish(&mut self) {
         self.target = None;
+    }
+
+    /// How often the response must write while its run is quiet: `heartbeat`, or more often
+    /// when a disconnect cancels the run, so that it is noticed within a second.
+    fn write_interval(&self, heartbeat: Duration) -> Duration {
+        match self.target {
+            Some(_) => heartbeat.min(DISCONNECT_PROBE),
+            None => heartbeat,
+        }
     }
 }
 
@@ -187,7 +202,7 @@ pub fn events(
     let state = SseState {
         subscription,
         filter,
-        heartbeat: heartbeat_timer(heartbeat),
+        heartbeat: heartbeat_timer(guard.write_interval(heartbeat)),
         guard,
         done: false,
     };
@@ -225,6 +240,7 @@ pub async fn keep_alive_json(
     response
         .insert_header((header::CONTENT_LOCATION, content_location))
         .insert_header((header::LOCATION, location));
+    let heartbeat = guard.write_interval(heartbeat);
     if let Ok(value) = tokio::time::timeout(heartbeat, &mut result).await {
         guard.finish();
         return response.json(value);

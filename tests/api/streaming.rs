@@ -2,6 +2,8 @@
 //! `Last-Event-ID` resume, late joiners, disconnect behaviour, the end of a rolled-back run's
 //! stream, the slow-subscriber cutoff, `/wait` keep-alives and errors, and stateless runs.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::helpers::{run_id, spawn_app, spawn_app_with, TestApp, DEADLINE};
@@ -551,6 +553,86 @@ async fn on_disconnect_cancel_interrupts_the_run_and_continue_keeps_it() {
         assert_eq!(response.status(), 200);
         drop(response);
         wait_for_run_status(&app, &thread_id, &run, "interrupted").await;
+    }
+}
+
+/// Polls until the run is `interrupted`, failing if that takes more than `within`.
+async fn interrupted_within(app: &TestApp, thread_id: &str, run_id: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let current = app.run_status(thread_id, run_id).await;
+        if current == "interrupted" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run_id} was not cancelled within {within:?} of its client going away; it is {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_run_within_a_second_whatever_the_heartbeat() {
+    // The default heartbeat: a disconnect is noticed by a write, and heartbeats are 5 s apart.
+    let app = spawn_app_with(|settings| settings.stream.heartbeat_seconds = 5.0).await;
+    let within = Duration::from_millis(1500);
+
+    let thread_id = app.create_thread().await;
+    let mut reader = app
+        .stream_run(
+            &thread_id,
+            gated("bye", "stream-gone", json!({"on_disconnect": "cancel"})),
+        )
+        .await;
+    let run = run_of(&reader);
+    assert_eq!(reader.next().await.unwrap().name, "metadata");
+    app.gates.arrivals("stream-gone", 1).await;
+    drop(reader);
+    interrupted_within(&app, &thread_id, &run, within).await;
+
+    let thread_id = app.create_thread().await;
+    let response = app
+        .client
+        .post(format!("{}/threads/{thread_id}/runs/wait", app.address))
+        .json(&gated(
+            "bye",
+            "wait-gone",
+            json!({"on_disconnect": "cancel"}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let run = response.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    app.gates.arrivals("wait-gone", 1).await;
+    drop(response);
+    interrupted_within(&app, &thread_id, &run, within).await;
+
+    for (gate, path) in [("join-stream-gone", "stream"), ("join-gone", "join")] {
+        let thread_id = app.create_thread().await;
+        let run = run_id(
+            &app.create_run(&thread_id, gated("j", gate, json!({})))
+                .await,
+        );
+        app.gates.arrivals(gate, 1).await;
+        let response = app
+            .client
+            .get(format!(
+                "{}/threads/{thread_id}/runs/{run}/{path}?cancel_on_disconnect=true",
+                app.address
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        drop(response);
+        interrupted_within(&app, &thread_id, &run, within).await;
     }
 }
 
