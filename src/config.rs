@@ -170,8 +170,14 @@ pub struct StreamSettings {
     pub heartbeat_seconds: f64,
     /// Events each run keeps for clients that join it late.
     pub replay_events: usize,
+    /// Bytes of events each run keeps for clients that join it late.
+    pub replay_bytes: usize,
     /// Events a `stream_resumable` run keeps for `Last-Event-ID` reconnects.
     pub resumable_events: usize,
+    /// Bytes of events a `stream_resumable` run keeps.
+    pub resumable_bytes: usize,
+    /// Bytes of events all runs keep together; past it the oldest go first.
+    pub total_bytes: usize,
     /// Events queued for one subscriber before it is cut off as too slow.
     pub subscriber_events: usize,
     /// Seconds a resumable run's events stay after it ends.
@@ -188,7 +194,10 @@ impl StreamSettings {
     pub fn limits(&self) -> crate::stream::StreamLimits {
         crate::stream::StreamLimits {
             replay_events: self.replay_events,
+            replay_bytes: self.replay_bytes,
             resumable_events: self.resumable_events,
+            resumable_bytes: self.resumable_bytes,
+            total_bytes: self.total_bytes,
             subscriber_events: self.subscriber_events,
             retention: std::time::Duration::from_secs(self.retention_seconds),
         }

@@ -1,12 +1,14 @@
 //! `RunStream`: the fan-out of one run's events. Events get increasing ids (1, 2, …) and are
-//! framed for Server-Sent Events once, then shared by every subscriber. A bounded replay buffer
-//! serves late joiners and `Last-Event-ID` reconnects. Publishing never blocks: each subscriber
-//! has a bounded queue, and a subscriber whose queue is full is cut off (it sees an `error`
-//! event after what it already had).
+//! framed for Server-Sent Events once, then shared by every subscriber. A replay buffer, bounded
+//! by events and by bytes (per run, and in total through the hub's `Budget`), serves late
+//! joiners and `Last-Event-ID` reconnects; the oldest events go first, and a reconnect that
+//! needs them gets a gap. Publishing never blocks: each subscriber has a bounded queue, and a
+//! subscriber whose queue is full is cut off (it sees an `error` event after what it already
+//! had).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,8 +22,14 @@ use crate::domain::ids::RunId;
 pub struct StreamLimits {
     /// Events a run keeps for late joiners.
     pub replay_events: usize,
+    /// Bytes of events a run keeps for late joiners.
+    pub replay_bytes: usize,
     /// Events a `stream_resumable` run keeps for `Last-Event-ID` reconnects.
     pub resumable_events: usize,
+    /// Bytes of events a `stream_resumable` run keeps.
+    pub resumable_bytes: usize,
+    /// Bytes of events every run's buffer keeps together (the hub's `Budget`).
+    pub total_bytes: usize,
     /// Events queued for one subscriber before it is cut off.
     pub subscriber_events: usize,
     /// How long a resumable run's events stay after it ends.
@@ -32,10 +40,91 @@ impl Default for StreamLimits {
     fn default() -> Self {
         Self {
             replay_events: 256,
+            replay_bytes: 8 << 20,
             resumable_events: 10_000,
+            resumable_bytes: 32 << 20,
+            total_bytes: 256 << 20,
             subscriber_events: 1024,
             retention: Duration::from_secs(600),
         }
+    }
+}
+
+/// The bytes every run's replay buffer holds together, against their total limit; shared by a
+/// hub and its streams. It knows the streams of ended runs that are retained (resumable), oldest
+/// first: past the limit, their buffers are emptied before a running stream loses events.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+    retained: Mutex<VecDeque<Weak<RunStream>>>,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            limit,
+            retained: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Notes an ended stream kept for reconnects; its buffer goes first when bytes run short.
+    pub fn retain(&self, stream: &Arc<RunStream>) {
+        let mut retained = self.retained_streams();
+        // Streams leave in the order they came (one retention time each): forget those gone.
+        while retained
+            .front()
+            .is_some_and(|oldest| oldest.strong_count() == 0)
+        {
+            retained.pop_front();
+        }
+        retained.push_back(Arc::downgrade(stream));
+    }
+
+    fn retained_streams(&self) -> MutexGuard<'_, VecDeque<Weak<RunStream>>> {
+        self.retained
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Empties the buffers of retained streams, oldest first, until the budget holds.
+    fn reclaim(&self) {
+        while self.exceeded() {
+            let oldest = self.retained_streams().pop_front();
+            let Some(oldest) = oldest else {
+                return;
+            };
+            if let Some(stream) = oldest.upgrade() {
+                stream.clear_buffer();
+            }
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Whether more than the limit is held.
+    pub fn exceeded(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    fn take(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+impl Event {
+    /// What keeping the event costs, roughly: its frame, its name and their bookkeeping.
+    fn cost(&self) -> usize {
+        self.frame.len() + self.name.len() + 64
     }
 }
 
@@ -83,15 +172,38 @@ struct State {
     /// The `metadata` event, kept so every join starts with it.
     first: Option<Arc<Event>>,
     replay: VecDeque<Arc<Event>>,
+    /// Bytes the replay buffer holds.
+    replay_bytes: usize,
+    /// The highest id dropped from the replay buffer (0: none): a reconnect after an earlier
+    /// id has a gap.
+    dropped_through: u64,
     subscribers: Vec<Subscriber>,
     ended: bool,
+}
+
+impl State {
+    /// Drops the oldest buffered event, giving its bytes back; false when none is left.
+    fn drop_oldest(&mut self, budget: &Budget) -> bool {
+        let Some(oldest) = self.replay.pop_front() else {
+            return false;
+        };
+        let cost = oldest.cost();
+        self.replay_bytes -= cost;
+        budget.give_back(cost);
+        self.dropped_through = oldest.id;
+        true
+    }
 }
 
 /// The event stream of one run.
 pub struct RunStream {
     run_id: RunId,
     resumable: bool,
+    /// Events and bytes its replay buffer keeps at most.
     capacity: usize,
+    capacity_bytes: usize,
+    /// The bytes every stream's buffer holds together.
+    budget: Arc<Budget>,
     subscriber_events: usize,
     state: Mutex<State>,
 }
@@ -136,17 +248,34 @@ impl Subscription {
 }
 
 impl RunStream {
-    /// A stream for `run_id`; hubs create them, tests may too.
+    /// A stream for `run_id` with a budget of its own (`limits.total_bytes`); tests use it.
     pub fn new(run_id: RunId, resumable: bool, limits: &StreamLimits) -> Self {
+        Self::with_budget(
+            run_id,
+            resumable,
+            limits,
+            Arc::new(Budget::new(limits.total_bytes)),
+        )
+    }
+
+    /// A stream for `run_id` whose buffer counts against `budget`, shared with other streams.
+    pub fn with_budget(
+        run_id: RunId,
+        resumable: bool,
+        limits: &StreamLimits,
+        budget: Arc<Budget>,
+    ) -> Self {
+        let (capacity, capacity_bytes) = if resumable {
+            (limits.resumable_events, limits.resumable_bytes)
+        } else {
+            (limits.replay_events, limits.replay_bytes)
+        };
         Self {
             run_id,
             resumable,
-            capacity: if resumable {
-                limits.resumable_events
-            } else {
-                limits.replay_events
-            }
-            .max(1),
+            capacity: capacity.max(1),
+            capacity_bytes,
+            budget,
             subscriber_events: limits.subscriber_events.max(1),
             state: Mutex::new(State::default()),
         }
@@ -193,10 +322,16 @@ impl RunStream {
         if state.first.is_none() {
             state.first = Some(event.clone());
         }
-        if state.replay.len() == self.capacity {
-            state.replay.pop_front();
-        }
+        let cost = event.cost();
         state.replay.push_back(event.clone());
+        state.replay_bytes += cost;
+        self.budget.take(cost);
+        // The oldest events go first, until this buffer is within its own limits.
+        while state.replay.len() > self.capacity || state.replay_bytes > self.capacity_bytes {
+            if !state.drop_oldest(&self.budget) {
+                break;
+            }
+        }
         state.subscribers.retain(
             |subscriber| match subscriber.sender.try_send(event.clone()) {
                 Ok(()) => true,
@@ -212,6 +347,26 @@ impl RunStream {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             },
         );
+        if self.budget.exceeded() {
+            // Past the total: retained streams of ended runs give up their buffers first
+            // (without this stream's lock held, so no two stream locks are ever nested), then
+            // this stream its oldest events.
+            drop(state);
+            self.budget.reclaim();
+            let mut state = self.lock();
+            while self.budget.exceeded() {
+                if !state.drop_oldest(&self.budget) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Empties the replay buffer (a retained stream whose bytes the budget needs back); a
+    /// reconnect then gets a gap.
+    fn clear_buffer(&self) {
+        let mut state = self.lock();
+        while state.drop_oldest(&self.budget) {}
     }
 
     /// Ends the stream: subscribers get what is queued, then the end. Idempotent.
@@ -234,17 +389,16 @@ impl RunStream {
         let after = after.filter(|_| self.resumable);
         let mut state = self.lock();
         let mut replay = VecDeque::new();
-        let oldest = state.replay.front().map(|event| event.id);
+        // The oldest id the buffer still has, or would have next.
+        let oldest = state.dropped_through + 1;
         match after {
             None => {
-                if let (Some(first), Some(oldest)) = (&state.first, oldest) {
-                    if first.id < oldest {
-                        replay.push_back(Item::Event(first.clone()));
-                    }
+                if let Some(first) = state.first.as_ref().filter(|first| first.id < oldest) {
+                    replay.push_back(Item::Event(first.clone()));
                 }
             }
             Some(after) => {
-                if let Some(oldest) = oldest.filter(|oldest| after.saturating_add(1) < *oldest) {
+                if after.saturating_add(1) < oldest {
                     replay.push_back(Item::Gap { oldest });
                 }
             }
@@ -277,6 +431,18 @@ impl RunStream {
     pub fn subscriber_count(&self) -> usize {
         self.lock().subscribers.len()
     }
+
+    /// Bytes its replay buffer holds.
+    pub fn buffered_bytes(&self) -> usize {
+        self.lock().replay_bytes
+    }
+}
+
+impl Drop for RunStream {
+    fn drop(&mut self) {
+        let state = self.lock();
+        self.budget.give_back(state.replay_bytes);
+    }
 }
 
 #[cfg(test)]
@@ -290,6 +456,7 @@ mod tests {
             resumable_events: replay,
             subscriber_events: subscriber,
             retention: Duration::from_secs(60),
+            ..StreamLimits::default()
         }
     }
 
@@ -388,5 +555,50 @@ mod tests {
         assert_eq!(ids(&items), [1, 2, 3, 4]);
         assert!(matches!(items.last(), Some(Item::CutOff)));
         assert!(reader.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_buffer_keeps_its_bytes_within_its_limit_and_a_reconnect_past_them_gets_a_gap() {
+        let limits = StreamLimits {
+            resumable_bytes: 4096,
+            ..limits(10_000, 100)
+        };
+        let stream = RunStream::new(RunId::generate(), true, &limits);
+        let big = "x".repeat(1000);
+        for step in 0..20 {
+            stream.publish("values", &json!({ "step": step, "padding": big }));
+        }
+        assert!(
+            stream.buffered_bytes() <= 4096,
+            "{}",
+            stream.buffered_bytes()
+        );
+        stream.end();
+        let items = drain(&mut stream.subscribe(Some(0))).await;
+        let Item::Gap { oldest } = items[0] else {
+            panic!("expected a gap first, got {:?}", items[0]);
+        };
+        assert!(oldest > 1);
+        assert_eq!(ids(&items), (oldest..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn streams_sharing_a_budget_hold_no_more_than_it_together() {
+        let limits = limits(10_000, 100);
+        let budget = Arc::new(Budget::new(10_000));
+        let streams: Vec<RunStream> = (0..4)
+            .map(|_| RunStream::with_budget(RunId::generate(), true, &limits, budget.clone()))
+            .collect();
+        let big = "x".repeat(1000);
+        for step in 0..50 {
+            for stream in &streams {
+                stream.publish("values", &json!({ "step": step, "padding": big }));
+            }
+        }
+        assert!(budget.used() <= 10_000, "{}", budget.used());
+        let held: usize = streams.iter().map(RunStream::buffered_bytes).sum();
+        assert_eq!(held, budget.used());
+        drop(streams);
+        assert_eq!(budget.used(), 0);
     }
 }

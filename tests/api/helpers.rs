@@ -183,7 +183,10 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
         stream: StreamSettings {
             heartbeat_seconds: 0.2,
             replay_events: 256,
+            replay_bytes: 8 << 20,
             resumable_events: 10_000,
+            resumable_bytes: 32 << 20,
+            total_bytes: 256 << 20,
             subscriber_events: 1024,
             retention_seconds: 600,
         },

@@ -953,3 +953,50 @@ async fn wait_for_gone(app: &TestApp, thread_path: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_resumable_run_keeps_its_events_within_a_byte_budget_and_a_reconnect_sees_the_gap() {
+    let app = spawn_app_with(|settings| settings.stream.resumable_bytes = 64 * 1024).await;
+    let thread_id = app.create_thread().await;
+    // 40 events of 10 KB: about 400 KB, far more than the 64 KB a resumable run may keep, and
+    // far fewer events than the 10,000 it may keep by count.
+    let mut events = app
+        .stream_run(
+            &thread_id,
+            json!({"assistant_id": "emitter", "input": {}, "stream_resumable": true,
+                   "config": {"configurable": {"events": 40, "size": 10_000}},
+                   "stream_mode": ["custom"]}),
+        )
+        .await;
+    let run = run_of(&events);
+    let live = events.collect().await;
+    assert_eq!(
+        live.iter().filter(|event| event.name == "custom").count(),
+        40
+    );
+
+    let replayed = app
+        .join_stream(&thread_id, &run, Some("0"))
+        .await
+        .collect()
+        .await;
+    assert_eq!(replayed[0].name, "error", "{:?}", names(&replayed));
+    assert_eq!(replayed[0].data["error"], "StreamGap");
+    // The gap names the oldest event kept: only the newest few fit in 64 KB.
+    let message = replayed[0].data["message"].as_str().unwrap();
+    let oldest: u64 = message
+        .rsplit(' ')
+        .next()
+        .and_then(|word| word.trim_end_matches('.').parse().ok())
+        .unwrap_or_else(|| panic!("no oldest id in {message:?}"));
+    let last = live.last().and_then(|event| event.id).unwrap();
+    assert!(last - oldest < 10, "kept {oldest}..={last} of 40 events");
+    // A reconnect after the oldest kept event gets the rest, in order, to the end.
+    let rest = app
+        .join_stream(&thread_id, &run, Some(&oldest.to_string()))
+        .await
+        .collect()
+        .await;
+    let ids: Vec<u64> = rest.iter().filter_map(|event| event.id).collect();
+    assert_eq!(ids, ((oldest + 1)..=last).collect::<Vec<_>>());
+}
