@@ -83,6 +83,8 @@ pub struct RuntimeSettings {
     pub actor_idle_seconds: f64,
     /// Refuse (422) run inputs, commands and state updates that carry an AI message with tool
     /// calls: the graph's `tools` node would run configured tools with a client's arguments.
+    /// Optional in a settings file (default false), so files written before it still load.
+    #[serde(default)]
     pub refuse_client_tool_calls: bool,
 }
 
@@ -170,18 +172,34 @@ pub struct StreamSettings {
     pub heartbeat_seconds: f64,
     /// Events each run keeps for clients that join it late.
     pub replay_events: usize,
-    /// Bytes of events each run keeps for clients that join it late.
+    /// Bytes of events each run keeps for clients that join it late. (This and the other byte
+    /// limits are optional in a settings file, so files written before them still load.)
+    #[serde(default = "default_replay_bytes")]
     pub replay_bytes: usize,
     /// Events a `stream_resumable` run keeps for `Last-Event-ID` reconnects.
     pub resumable_events: usize,
     /// Bytes of events a `stream_resumable` run keeps.
+    #[serde(default = "default_resumable_bytes")]
     pub resumable_bytes: usize,
     /// Bytes of events all runs keep together; past it the oldest go first.
+    #[serde(default = "default_total_bytes")]
     pub total_bytes: usize,
     /// Events queued for one subscriber before it is cut off as too slow.
     pub subscriber_events: usize,
     /// Seconds a resumable run's events stay after it ends.
     pub retention_seconds: u64,
+}
+
+fn default_replay_bytes() -> usize {
+    crate::stream::StreamLimits::default().replay_bytes
+}
+
+fn default_resumable_bytes() -> usize {
+    crate::stream::StreamLimits::default().resumable_bytes
+}
+
+fn default_total_bytes() -> usize {
+    crate::stream::StreamLimits::default().total_bytes
 }
 
 impl StreamSettings {
@@ -400,6 +418,46 @@ mod tests {
         assert_eq!(settings.server.host, "127.0.0.1");
         assert_eq!(settings.graphs.files.len(), 3);
         assert_eq!(sources.files, [path]);
+    }
+
+    #[test]
+    fn the_example_config_loads_and_a_file_without_the_newer_settings_gets_their_defaults() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        load(Some(&root.join("config/examples/spindle.toml"))).unwrap();
+        let current = std::fs::read_to_string(root.join(DEFAULT_CONFIG)).unwrap();
+        let older: String = current
+            .lines()
+            .filter(|line| {
+                ![
+                    "refuse_client_tool_calls",
+                    "replay_bytes",
+                    "resumable_bytes",
+                    "total_bytes",
+                ]
+                .iter()
+                .any(|key| line.starts_with(key))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("older.toml");
+        std::fs::write(&path, older).unwrap();
+        let (settings, _) = load(Some(&path)).unwrap();
+        assert!(!settings.runtime.refuse_client_tool_calls);
+        let defaults = crate::stream::StreamLimits::default();
+        let limits = settings.stream.limits();
+        assert_eq!(
+            (
+                limits.replay_bytes,
+                limits.resumable_bytes,
+                limits.total_bytes
+            ),
+            (
+                defaults.replay_bytes,
+                defaults.resumable_bytes,
+                defaults.total_bytes
+            )
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::checkpoints::StoredCheckpoints;
 use super::error::ThreadError;
-use super::protocol::{RunAccepted, RunReply, SubmitRun, UpdateState};
+use super::protocol::{DeleteThread, RunAccepted, RunReply, SubmitRun, UpdateState};
 use super::registry::{GetThread, ThreadRegistry};
 use super::thread::ThreadActor;
 use crate::domain::assistant::Assistant;
@@ -133,6 +133,42 @@ impl Runtime {
             self.check_client_tool_calls("values", values)?;
         }
         self.tell(thread_id, update).await
+    }
+
+    /// Deletes an assistant; with `delete_threads`, its threads too, each through its actor
+    /// (which stops its runs first). Runs created meanwhile cannot survive it: threads are
+    /// deleted once while the assistant exists, then again after its deletion is committed,
+    /// from when storage refuses its new runs, to catch threads a run took in between.
+    pub async fn delete_assistant(
+        &self,
+        assistant_id: AssistantId,
+        delete_threads: bool,
+    ) -> Result<(), ThreadError> {
+        if self.store.get_assistant(assistant_id).await?.is_none() {
+            return Err(ThreadError::NotFound(NotFound::AssistantToDelete(
+                assistant_id,
+            )));
+        }
+        if delete_threads {
+            self.delete_threads_of(assistant_id).await?;
+        }
+        self.store.delete_assistant(assistant_id).await?;
+        if delete_threads {
+            self.delete_threads_of(assistant_id).await?;
+        }
+        log::info!("assistant deleted assistant_id={assistant_id} delete_threads={delete_threads}");
+        Ok(())
+    }
+
+    /// Deletes every thread whose metadata names the assistant, through the threads' actors.
+    async fn delete_threads_of(&self, assistant_id: AssistantId) -> Result<(), ThreadError> {
+        for thread_id in self.store.threads_of_assistant(assistant_id).await? {
+            match self.tell(thread_id, DeleteThread).await {
+                Ok(()) | Err(ThreadError::NotFound(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
     }
 
     /// The assistant a run names: a UUID, or a graph id meaning that graph's system assistant.

@@ -11,7 +11,6 @@ use serde_json::Value;
 use super::extract::{self, json_body};
 use super::reply::paginated;
 use super::state::AppState;
-use crate::actors::{DeleteThread, ThreadError};
 use crate::domain::assistant::{Assistant, AssistantChange, AssistantVersion};
 use crate::domain::ids::AssistantId;
 use crate::domain::query::{AssistantFilter, AssistantSortBy, Page, SortOrder};
@@ -144,20 +143,11 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let assistant_id = extract::assistant_id(&path)?;
     let pairs = extract::query_pairs(request.query_string())?;
-    if state.store().get_assistant(assistant_id).await?.is_none() {
-        return Err(ApiError::NotFound(NotFound::AssistantToDelete(
-            assistant_id,
-        )));
-    }
-    if extract::flag(&pairs, "delete_threads") {
-        for thread_id in state.store().threads_of_assistant(assistant_id).await? {
-            match state.runtime.command(thread_id, DeleteThread).await?.0 {
-                Ok(()) | Err(ThreadError::NotFound(_)) => {}
-                Err(other) => return Err(other.into()),
-            }
-        }
-    }
-    state.store().delete_assistant(assistant_id).await?;
+    let delete_threads = extract::flag(&pairs, "delete_threads");
+    state
+        .runtime
+        .delete_assistant(assistant_id, delete_threads)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

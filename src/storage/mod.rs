@@ -253,7 +253,9 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a run as `pending` (the thread becomes `busy` and records the run's graph and
     /// assistant), first stopping the in-flight runs named in `stop`: `interrupt` marks them
     /// `interrupted`, `rollback` deletes them with their checkpoints. Returns the stored run
-    /// (metadata merged with the thread's).
+    /// (metadata merged with the thread's). `NotFound(ThreadOrAssistant)`, writing nothing, when
+    /// the thread is missing (and no `create_thread_metadata` is given) or the run's assistant
+    /// does not exist: once an assistant's deletion is committed, no run of it can be inserted.
     fn insert_run(&self, insert: InsertRun) -> StoreFuture<Run>;
 
     /// Starts attempt number `attempt` of a run and writes the checkpoints of its start (input

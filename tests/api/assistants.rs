@@ -1,9 +1,12 @@
 //! Assistants: system assistants per graph, create, patch with versions, search, graph, schemas.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use serde_json::json;
 use spindle::domain::ids::AssistantId;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, DEADLINE};
 
 #[tokio::test]
 async fn every_graph_has_a_system_assistant_with_the_official_id() {
@@ -221,4 +224,85 @@ async fn deleting_an_assistant_with_its_threads_stops_their_runs() {
     assert_eq!(again.body["messages"][0]["content"], "fresh");
     assert_eq!(app.thread_status(&thread_id).await, "idle");
     assert_eq!(app.orphaned_checkpoints().await, 0);
+}
+
+#[tokio::test]
+async fn no_run_of_an_assistant_created_while_it_is_deleted_with_its_threads_survives() {
+    let app = spawn_app().await;
+    let created = app
+        .post("/assistants", json!({"graph_id": "echo", "name": "doomed"}))
+        .await;
+    let assistant_id = created.body["assistant_id"].as_str().unwrap().to_owned();
+    // Eight clients keep creating runs of it, each on a new thread, until each has been
+    // refused five times (or made 300 tries); the deletion starts once 40 runs were accepted.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, address) = (app.client.clone(), app.address.clone());
+            let (assistant_id, accepted) = (assistant_id.clone(), accepted.clone());
+            tokio::spawn(async move {
+                let mut runs = vec![];
+                let mut refused = 0;
+                for _ in 0..300 {
+                    if refused == 5 {
+                        break;
+                    }
+                    let thread_id = uuid::Uuid::new_v4().to_string();
+                    let reply = client
+                        .post(format!("{address}/threads/{thread_id}/runs"))
+                        .json(&json!({"assistant_id": assistant_id, "input": {},
+                                      "if_not_exists": "create"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = reply.status().as_u16();
+                    let body: serde_json::Value = reply.json().await.unwrap();
+                    match status {
+                        200 => {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                            runs.push((thread_id, body["run_id"].as_str().unwrap().to_owned()));
+                        }
+                        404 => {
+                            assert_eq!(body["detail"], "Thread or assistant not found.");
+                            refused += 1;
+                        }
+                        other => panic!("run creation answered {other}: {body}"),
+                    }
+                }
+                runs
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while accepted.load(Ordering::SeqCst) < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runs were not accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let deleted = app
+        .delete(&format!("/assistants/{assistant_id}?delete_threads=true"))
+        .await;
+    assert_eq!(deleted.status, 204, "{:?}", deleted.body);
+
+    for client in clients {
+        for (thread_id, run_id) in client.await.unwrap() {
+            let run = app
+                .get(&format!("/threads/{thread_id}/runs/{run_id}"))
+                .await;
+            assert_eq!(run.status, 404, "run {run_id} survived: {:?}", run.body);
+        }
+    }
+    let left = app
+        .post(
+            "/threads/search",
+            json!({"metadata": {"assistant_id": assistant_id}}),
+        )
+        .await;
+    assert_eq!(
+        left.body,
+        json!([]),
+        "threads of the deleted assistant remain"
+    );
 }

@@ -18,7 +18,7 @@ use spindle::domain::thread::IfExists;
 use spindle::engine::{
     Engine, EngineError, EngineFuture, Execution, RunExit, RunStart, StateUpdate, ThreadCheckpoints,
 };
-use spindle::storage::conformance::{checkpoint, run};
+use spindle::storage::conformance::{checkpoint, run, with_run_assistants};
 use spindle::storage::sqlite::SqliteStore;
 use spindle::storage::{InsertRun, StorageError, Store};
 use spindle::stream::{RunStream, StreamLimits};
@@ -103,6 +103,7 @@ fn a_run_actor_runs_any_engine_and_reports_to_whoever_started_it() {
             )
             .unwrap(),
         );
+        with_run_assistants(&*store).await;
         let thread_id = ThreadId::generate();
         store
             .create_thread(thread_id, Default::default(), IfExists::Raise)

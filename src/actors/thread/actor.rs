@@ -3,7 +3,7 @@
 //! small helpers every handler uses. The handlers live beside it by concern.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -208,11 +208,11 @@ impl Drop for ThreadActor {
     /// next attempt fences anyway, and tell the registry, which starts a new actor for the
     /// thread unless the server is shutting down.
     fn drop(&mut self) {
-        if self.retired {
+        if self.retired || self.settings.draining.load(Ordering::SeqCst) {
             return;
         }
-        log::error!(
-            "thread actor died without stopping thread_id={}",
+        log::warn!(
+            "thread actor dropped while registered (a panic in a handler, or the system stopping) thread_id={}",
             self.thread_id
         );
         if let Some(active) = self.runs.take_active() {

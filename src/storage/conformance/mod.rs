@@ -2,7 +2,9 @@
 //! trait only, so a second backend runs it unchanged. A backend's tests call
 //! `store_conformance_suite!(open)` with an async `open()` that returns a guard (kept alive for
 //! the test) and a fresh, empty store; every check becomes one `#[tokio::test]`. The checks cover
-//! every method of the trait, one file an area; `support` holds what they share.
+//! every method of the trait, one file an area; `support` holds what they share. Every check
+//! but the assistants' starts with the system assistants of graphs `agent` and `other`, whose
+//! runs the fixtures insert (a run needs its assistant).
 
 mod assistants;
 mod ordering;
@@ -19,7 +21,7 @@ pub use retention::*;
 pub use run_reads::*;
 pub use runs::*;
 pub use state::*;
-pub use support::{checkpoint, now, object, run, update};
+pub use support::{checkpoint, now, object, run, update, with_run_assistants};
 pub use threads::*;
 
 /// Generates one `#[tokio::test]` per conformance check, each on a store from `$open`.
@@ -55,6 +57,7 @@ macro_rules! store_conformance_suite {
             a_resumed_attempt_fences_the_writes_of_the_one_before_and_a_release_gives_it_back,
             rollback_deletes_the_run_and_its_checkpoints_and_fences_its_writes,
             interrupt_keeps_checkpoints_and_fences_later_writes,
+            insert_run_refuses_a_run_whose_assistant_is_gone,
             // reading runs
             get_run_finds_a_run_only_on_its_own_thread,
             run_result_has_the_values_and_interrupts_of_the_runs_last_root_checkpoint,
@@ -66,7 +69,12 @@ macro_rules! store_conformance_suite {
             head_is_the_root_checkpoint_with_the_greatest_id,
             checkpoint_reads_one_checkpoint_by_namespace_and_id,
             history_pages_newest_first_with_its_filters,
-            // assistants
+            // retention
+            sweep_deletes_only_threads_idle_since_before_the_cutoff,
+            sweep_keep_latest_prunes_old_checkpoints_but_keeps_the_head_and_the_state,
+            prune_threads_skips_unknown_and_busy_threads_without_counting_them;
+            // assistants, on a store without any
+            bare
             create_assistant_conflicts_unless_asked_to_do_nothing,
             patch_assistant_writes_the_next_version,
             set_assistant_version_points_at_a_stored_version,
@@ -74,19 +82,23 @@ macro_rules! store_conformance_suite {
             ensure_system_assistants_creates_only_the_missing_ones,
             search_assistants_filters_by_metadata_graph_and_name,
             search_assistants_sorts_by_every_key_both_ways_and_pages,
-            assistant_versions_are_newest_first_and_filter_by_metadata,
-            // retention
-            sweep_deletes_only_threads_idle_since_before_the_cutoff,
-            sweep_keep_latest_prunes_old_checkpoints_but_keeps_the_head_and_the_state,
-            prune_threads_skips_unknown_and_busy_threads_without_counting_them
+            assistant_versions_are_newest_first_and_filter_by_metadata
         );
     };
-    (@checks $open:path; $($check:ident),* $(,)?) => {
+    (@checks $open:path; $($check:ident),* ; bare $($bare:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $check() {
                 let (_guard, store) = $open().await;
+                $crate::storage::conformance::with_run_assistants(&*store).await;
                 $crate::storage::conformance::$check(store).await;
+            }
+        )*
+        $(
+            #[tokio::test]
+            async fn $bare() {
+                let (_guard, store) = $open().await;
+                $crate::storage::conformance::$bare(store).await;
             }
         )*
     };

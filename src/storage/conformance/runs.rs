@@ -645,3 +645,34 @@ pub async fn interrupt_keeps_checkpoints_and_fences_later_writes(store: Arc<dyn 
         ThreadStatus::Busy
     );
 }
+
+/// A run whose assistant does not exist (it was deleted) is `NotFound` and nothing is written,
+/// so a deletion of an assistant and the creation of its runs cannot interleave.
+pub async fn insert_run_refuses_a_run_whose_assistant_is_gone(store: Arc<dyn Store>) {
+    let store: &dyn Store = &*store;
+    let thread_id = new_thread(store, json!({})).await;
+    let agent = AssistantId::for_graph("agent");
+    store.delete_assistant(agent).await.expect("deleted");
+    assert_eq!(
+        not_found(store.insert_run(insert(&run(thread_id), None)).await),
+        NotFound::ThreadOrAssistant
+    );
+    assert_eq!(
+        store.in_flight_runs(thread_id).await.expect("in flight"),
+        vec![]
+    );
+    assert_eq!(thread_of(store, thread_id).await.status, ThreadStatus::Idle);
+    let created = ThreadId::generate();
+    let asked = InsertRun {
+        create_thread_metadata: Some(JsonMap::new()),
+        ..insert(&run(created), None)
+    };
+    assert_eq!(
+        not_found(store.insert_run(asked).await),
+        NotFound::ThreadOrAssistant
+    );
+    assert_eq!(
+        not_found(store.get_thread(created).await),
+        NotFound::Thread(created)
+    );
+}

@@ -221,6 +221,14 @@ pub(super) async fn assert_run_gone(store: &dyn Store, run: &Run, written: &Chec
     assert_eq!(read.await.expect("read"), None);
 }
 
+/// Creates the system assistants of graphs `agent` and `other`, whose runs the fixtures insert.
+pub async fn with_run_assistants(store: &dyn Store) {
+    store
+        .ensure_system_assistants(vec!["agent".into(), "other".into()])
+        .await
+        .expect("system assistants created");
+}
+
 /// `run` inserted with nothing to stop, as stored.
 pub(super) async fn inserted(store: &dyn Store, run: &Run) -> Run {
     store

@@ -358,7 +358,7 @@ pub async fn search_threads_sorts_by_every_key_both_ways_and_pages(store: Arc<dy
 pub async fn threads_of_assistant_are_those_whose_metadata_names_it(store: Arc<dyn Store>) {
     let store: &dyn Store = &*store;
     let agent = AssistantId::for_graph("agent");
-    let other = AssistantId::generate();
+    let other = AssistantId::for_graph("other");
     let ran = new_thread(store, json!({})).await;
     pending_run(store, ran).await;
     let switched = new_thread(store, json!({})).await;

@@ -259,6 +259,11 @@ impl Store for SqliteStore {
                         return Err(StorageError::NotFound(NotFound::ThreadOrAssistant));
                     }
                 };
+            // A deleted assistant gets no new runs: its deletion and their creation cannot
+            // interleave.
+            if assistants::get(connection, run.assistant_id)?.is_none() {
+                return Err(StorageError::NotFound(NotFound::ThreadOrAssistant));
+            }
             let stopped_any = match &stop {
                 Some((action, run_ids)) => {
                     stop_in_flight(connection, thread_id, *action, run_ids, now)? > 0
