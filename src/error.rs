@@ -1,12 +1,13 @@
 //! ApiError: the only type that becomes an HTTP error response, and the only code that picks
 //! HTTP statuses. Bodies are `{"detail": "..."}` as on the official server; 5xx bodies are
-//! generic and the cause is logged once here.
+//! generic and the cause is logged once here, cut to `LOGGED_ERROR_BYTES`.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::actors::ThreadError;
+use crate::domain::errors::{bounded, LOGGED_ERROR_BYTES};
 use crate::domain::ids::RunId;
 use crate::domain::{AlreadyExists, NotFound, ValidationError};
 use crate::engine::EngineError;
@@ -119,10 +120,12 @@ impl ApiError {
             ApiError::NotFound(missing) => not_found_detail(missing),
             ApiError::Exists(existing) => exists_detail(existing),
             ApiError::Internal(cause) => {
+                let cause = bounded(cause, LOGGED_ERROR_BYTES);
                 log::error!("request failed: {cause}");
                 "Internal Server Error".to_owned()
             }
             ApiError::Unavailable { detail, cause } => {
+                let cause = bounded(cause, LOGGED_ERROR_BYTES);
                 log::warn!("request refused, service unavailable: {cause}");
                 (*detail).to_owned()
             }

@@ -213,12 +213,14 @@ fn thread_filter(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    Ok(ThreadFilter {
+    let filter = ThreadFilter {
         ids,
         metadata,
         values,
         status,
-    })
+    };
+    filter.check()?;
+    Ok(filter)
 }
 
 /// `POST /threads/search`
@@ -495,5 +497,6 @@ pub async fn post_history(
             .map(extract::checkpoint_id)
             .transpose()?,
     };
+    query.check()?;
     history(&state, thread_id, query, request.select.as_deref()).await
 }

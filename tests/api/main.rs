@@ -5,6 +5,7 @@ mod double_texting;
 mod durability;
 mod examples;
 mod external;
+mod filters;
 mod helpers;
 mod hitl;
 mod models;

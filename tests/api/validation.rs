@@ -8,7 +8,7 @@ use crate::helpers::{spawn_app, TestApp};
 
 /// Sends a request that must be refused with `status`, with a detail containing `expected`,
 /// and checks that nothing was written.
-async fn refused(
+pub(crate) async fn refused(
     app: &TestApp,
     method: Method,
     path: &str,
