@@ -37,6 +37,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request whose body cannot be read: a broken chunked or content encoding (400).
+    #[error("{0}")]
+    Malformed(String),
+    /// A request target (path and query) longer than the server reads (414).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// More request headers, or more bytes of them, than the server reads (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// A valid request for something this server does not do yet (501).
     #[error("{0}")]
     NotImplemented(String),
@@ -146,6 +155,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Exists(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -29,13 +29,7 @@ fn filtered_endpoints(thread_id: &str) -> Vec<(String, &'static str)> {
 /// A thread with one finished run of the `echo` graph, so it has checkpoints.
 async fn thread_with_history(app: &TestApp) -> String {
     let thread_id = app.create_thread().await;
-    let reply = app
-        .post(
-            &format!("/threads/{thread_id}/runs/wait"),
-            json!({"assistant_id": "echo", "input": {}}),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    app.echo_run(&thread_id, json!({})).await;
     thread_id
 }
 
@@ -148,13 +142,8 @@ async fn filter_keys_with_quotes_backslashes_and_path_characters_match_like_any_
         )
         .await;
     let assistant_id = assistant.body["assistant_id"].as_str().unwrap().to_owned();
-    let run = app
-        .post(
-            &format!("/threads/{thread_id}/runs/wait"),
-            json!({"assistant_id": "echo", "input": {}, "metadata": metadata.clone()}),
-        )
+    app.echo_run(&thread_id, json!({"metadata": metadata.clone()}))
         .await;
-    assert_eq!(run.status, 200, "{:?}", run.body);
 
     // Each search answers exactly its one item: (path, the id field, the id).
     let searches = [

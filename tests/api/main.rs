@@ -9,6 +9,7 @@ mod filters;
 mod helpers;
 mod hitl;
 mod models;
+mod protocol;
 mod retention;
 mod runs;
 mod seams;
