@@ -1,12 +1,13 @@
 //! ApiError: the only type that becomes an HTTP error response, and the only code that picks
 //! HTTP statuses. Bodies are `{"detail": "..."}` as on the official server; 5xx bodies are
-//! generic and the cause is logged once here.
+//! generic and the cause is logged once here, cut to `LOGGED_ERROR_BYTES`.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::actors::ThreadError;
+use crate::domain::errors::{bounded, LOGGED_ERROR_BYTES};
 use crate::domain::ids::RunId;
 use crate::domain::{AlreadyExists, NotFound, ValidationError};
 use crate::engine::EngineError;
@@ -36,6 +37,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request whose body cannot be read: a broken chunked or content encoding (400).
+    #[error("{0}")]
+    Malformed(String),
+    /// A request target (path and query) longer than the server reads (414).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// More request headers, or more bytes of them, than the server reads (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// A valid request for something this server does not do yet (501).
     #[error("{0}")]
     NotImplemented(String),
@@ -119,10 +129,12 @@ impl ApiError {
             ApiError::NotFound(missing) => not_found_detail(missing),
             ApiError::Exists(existing) => exists_detail(existing),
             ApiError::Internal(cause) => {
+                let cause = bounded(cause, LOGGED_ERROR_BYTES);
                 log::error!("request failed: {cause}");
                 "Internal Server Error".to_owned()
             }
             ApiError::Unavailable { detail, cause } => {
+                let cause = bounded(cause, LOGGED_ERROR_BYTES);
                 log::warn!("request refused, service unavailable: {cause}");
                 (*detail).to_owned()
             }
@@ -143,6 +155,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Exists(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

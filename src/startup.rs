@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
-use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::middleware::{from_fn, ErrorHandlers, Logger};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
@@ -138,8 +138,10 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(from_fn(http::check_head))
                 .wrap(
                     ErrorHandlers::new()
+                        .handler(StatusCode::BAD_REQUEST, http::unreadable_body)
                         .handler(StatusCode::PAYLOAD_TOO_LARGE, http::payload_too_large),
                 )
                 .wrap(Logger::new("%a \"%r\" %s %b %Dms"))

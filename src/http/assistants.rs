@@ -13,7 +13,7 @@ use super::reply::paginated;
 use super::state::AppState;
 use crate::domain::assistant::{Assistant, AssistantChange, AssistantVersion};
 use crate::domain::ids::AssistantId;
-use crate::domain::query::{AssistantFilter, AssistantSortBy, Page, SortOrder};
+use crate::domain::query::{self, AssistantFilter, AssistantSortBy, Page, SortOrder};
 use crate::domain::thread::IfExists;
 use crate::domain::time::Timestamp;
 use crate::domain::{JsonMap, NotFound};
@@ -173,6 +173,7 @@ pub async fn search(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespo
         graph_id: request.graph_id,
         name: request.name,
     };
+    filter.check()?;
     let page = Page {
         sort_by: request.sort_by.unwrap_or_default(),
         order: request.sort_order.unwrap_or_default(),
@@ -205,6 +206,7 @@ pub async fn count(state: web::Data<AppState>, body: Bytes) -> Result<HttpRespon
         graph_id: request.graph_id,
         name: request.name,
     };
+    filter.check()?;
     Ok(HttpResponse::Ok().json(state.store().count_assistants(filter).await?))
 }
 
@@ -225,6 +227,9 @@ pub async fn versions(
     let request: VersionsQuery = json_body(&body)?;
     let limit = extract::limit(request.limit, 10, 1000)?;
     let offset = extract::offset(request.offset)?;
+    if let Some(metadata) = &request.metadata {
+        query::check_json_filter("metadata", metadata)?;
+    }
     if state.store().get_assistant(assistant_id).await?.is_none() {
         return Err(assistant_not_found(assistant_id));
     }

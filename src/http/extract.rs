@@ -55,28 +55,41 @@ fn kind_of(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// Parses a query string into a struct; repeated keys are supported by `Vec` fields only through
-/// `query_pairs`.
-pub fn query<T: DeserializeOwned>(query_string: &str) -> Result<T, ApiError> {
-    serde_urlencoded::from_str(query_string)
-        .map_err(|error| ApiError::Validation(format!("Invalid query string: {error}")))
-}
-
 /// Every `key=value` pair of a query string, in order (repeated keys kept).
+///
+/// The rule for a repeated parameter, on every endpoint, is the official server's: the last
+/// value counts (`last`, `flag`, `integer`). Only list parameters (`stream_mode`, `select`)
+/// take every value.
 pub fn query_pairs(query_string: &str) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str(query_string)
         .map_err(|error| ApiError::Validation(format!("Invalid query string: {error}")))
 }
 
-/// A boolean query flag: `true`, `1` or `yes` (any case) are true; absent is false.
-pub fn flag(pairs: &[(String, String)], key: &str) -> bool {
+/// The value of a single-valued query parameter: its last one when repeated.
+pub fn last<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
         .rev()
         .find(|(name, _)| name == key)
-        .is_some_and(|(_, value)| {
-            matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+        .map(|(_, value)| value.as_str())
+}
+
+/// A boolean query flag: `true`, `1` or `yes` (any case) are true; absent is false.
+pub fn flag(pairs: &[(String, String)], key: &str) -> bool {
+    last(pairs, key)
+        .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
+/// An integer query parameter; one that is not is a 422 worded as the official server does
+/// (`Invalid limit abc`).
+pub fn integer(pairs: &[(String, String)], key: &str) -> Result<Option<i64>, ApiError> {
+    last(pairs, key)
+        .map(|value| {
+            value
+                .parse::<i64>()
+                .map_err(|_| ApiError::Validation(format!("Invalid {key} {value}")))
         })
+        .transpose()
 }
 
 /// A path thread id (422 if not a UUID).

@@ -12,8 +12,10 @@ mod sse;
 mod state;
 mod threads;
 
-use actix_web::dev::ServiceResponse;
-use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::middleware::{ErrorHandlerResponse, Next};
 use actix_web::{guard, web, HttpResponse, Resource, Route};
 
 use crate::domain::NotFound;
@@ -129,6 +131,54 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
+/// Longest request target (path and query) a handler reads, in bytes; longer is 414.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+
+/// Most request headers a handler reads; more is 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// Most bytes of request headers (names and values) a handler reads; more is 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses a request whose URL or headers are over the limits, with a JSON 414 or 431, before
+/// any handler runs. The limits sit below actix-web's own (a head of 128 KiB, 96 headers):
+/// a head over those, or one it cannot parse, it answers itself (431 or 400) with an empty body
+/// and closes the connection, before any of this code runs.
+pub async fn check_head(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> actix_web::Result<ServiceResponse<EitherBody<impl MessageBody>>> {
+    let url_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    let headers = request.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    let refusal = if url_bytes > MAX_URL_BYTES {
+        Some(ApiError::UriTooLong(format!(
+            "URL too long: {url_bytes} bytes, at most {MAX_URL_BYTES}"
+        )))
+    } else if headers.len() > MAX_HEADERS {
+        Some(ApiError::HeadersTooLarge(format!(
+            "Request headers too large: {} headers, at most {MAX_HEADERS}",
+            headers.len()
+        )))
+    } else if header_bytes > MAX_HEADER_BYTES {
+        Some(ApiError::HeadersTooLarge(format!(
+            "Request headers too large: {header_bytes} bytes, at most {MAX_HEADER_BYTES}"
+        )))
+    } else {
+        None
+    };
+    match refusal {
+        Some(error) => Ok(request.error_response(error).map_into_right_body()),
+        None => Ok(next.call(request).await?.map_into_left_body()),
+    }
+}
+
 /// Gives actix-web's own 413 (body over the limit) our JSON error body.
 pub fn payload_too_large<B>(
     response: ServiceResponse<B>,
@@ -137,11 +187,47 @@ pub fn payload_too_large<B>(
         .request()
         .app_data::<web::Data<AppState>>()
         .map_or(0, |state| state.body_limit);
+    replaced(
+        response,
+        ApiError::PayloadTooLarge(format!("Request body too large (limit: {limit} bytes)")),
+    )
+}
+
+/// Gives actix-web's own 400 (a body it could not read) our JSON error body, with what was
+/// wrong; a 400 of ours passes unchanged.
+pub fn unreadable_body<B>(
+    response: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let Some(error) = response
+        .response()
+        .error()
+        .filter(|error| error.as_error::<ApiError>().is_none())
+    else {
+        return Ok(ErrorHandlerResponse::Response(
+            response.map_into_left_body(),
+        ));
+    };
+    let detail = match error.as_error::<PayloadError>() {
+        Some(PayloadError::Incomplete(_)) => "Malformed request body: it ended before it was \
+            complete (a broken chunked encoding, or fewer bytes than its Content-Length)"
+            .to_owned(),
+        Some(PayloadError::EncodingCorrupted) => {
+            "Malformed request body: its Content-Encoding could not be decoded".to_owned()
+        }
+        Some(other) => format!("Malformed request body: {other}"),
+        None => format!("Malformed request: {error}"),
+    };
+    replaced(response, ApiError::Malformed(detail))
+}
+
+/// `response` with the body and status of `error` in place of actix-web's own.
+fn replaced<B>(
+    response: ServiceResponse<B>,
+    error: ApiError,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let (request, _) = response.into_parts();
-    let replaced = actix_web::ResponseError::error_response(&ApiError::PayloadTooLarge(format!(
-        "Request body too large (limit: {limit} bytes)"
-    )));
+    let replacement = actix_web::ResponseError::error_response(&error);
     Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(request, replaced).map_into_right_body(),
+        ServiceResponse::new(request, replacement).map_into_right_body(),
     ))
 }

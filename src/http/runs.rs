@@ -301,11 +301,19 @@ fn join_modes(pairs: &[(String, String)]) -> Result<Vec<StreamMode>, ApiError> {
 }
 
 /// The `Last-Event-ID` header: `-` (everything) or an event id; absent means the replay buffer.
+/// Anything else, bytes that are not UTF-8 included, is a 422.
 fn last_event_id(request: &HttpRequest) -> Result<Option<u64>, ApiError> {
     let Some(value) = request.headers().get("Last-Event-ID") else {
         return Ok(None);
     };
-    let text = value.to_str().unwrap_or_default().trim();
+    let text = std::str::from_utf8(value.as_bytes())
+        .map_err(|_| {
+            ApiError::Validation(
+                "Invalid Last-Event-ID: not UTF-8; expected an event id from this run's stream, or -"
+                    .into(),
+            )
+        })?
+        .trim();
     if text == "-" || text.is_empty() {
         return Ok(Some(0));
     }
@@ -371,22 +379,10 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
     let pairs = extract::query_pairs(request.query_string())?;
-    let number = |key: &str| -> Result<Option<i64>, ApiError> {
-        pairs
-            .iter()
-            .rev()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| {
-                value.parse::<i64>().map_err(|_| {
-                    ApiError::Validation(format!("Invalid {key} {value}: expected an integer"))
-                })
-            })
-            .transpose()
-    };
-    let limit = extract::limit(number("limit")?, 10, 1000)?;
-    let offset = extract::offset(number("offset")?)?;
-    let status = match pairs.iter().rev().find(|(name, _)| name == "status") {
-        Some((_, text)) => Some(RunStatus::parse(text).ok_or_else(|| {
+    let limit = extract::limit(extract::integer(&pairs, "limit")?, 10, 1000)?;
+    let offset = extract::offset(extract::integer(&pairs, "offset")?)?;
+    let status = match extract::last(&pairs, "status") {
+        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
             ApiError::Validation(format!(
                 "Invalid status '{text}': expected one of pending, running, success, error, timeout, interrupted"
             ))
@@ -433,12 +429,7 @@ pub async fn delete(
 }
 
 fn cancel_action(pairs: &[(String, String)]) -> Result<CancelAction, ApiError> {
-    match pairs
-        .iter()
-        .rev()
-        .find(|(name, _)| name == "action")
-        .map(|(_, value)| value.as_str())
-    {
+    match extract::last(pairs, "action") {
         None | Some("interrupt") => Ok(CancelAction::Interrupt),
         Some("rollback") => Ok(CancelAction::Rollback),
         Some(other) => Err(ApiError::Validation(format!(

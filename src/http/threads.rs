@@ -213,12 +213,14 @@ fn thread_filter(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    Ok(ThreadFilter {
+    let filter = ThreadFilter {
         ids,
         metadata,
         values,
         status,
-    })
+    };
+    filter.check()?;
+    Ok(filter)
 }
 
 /// `POST /threads/search`
@@ -381,12 +383,6 @@ pub async fn update_state(
     })))
 }
 
-#[derive(Deserialize)]
-struct HistoryParams {
-    limit: Option<String>,
-    before: Option<String>,
-}
-
 /// Default number of checkpoints a history request returns, as on the official server (the SDKs
 /// always send their own limit).
 const HISTORY_DEFAULT_LIMIT: i64 = 1;
@@ -421,19 +417,14 @@ pub async fn get_history(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let thread_id = extract::thread_id(&path)?;
-    let params: HistoryParams = extract::query(request.query_string())?;
-    let limit = match params.limit.as_deref() {
-        Some(text) => Some(
-            text.parse::<i64>()
-                .map_err(|_| ApiError::Validation(format!("Invalid limit {text}")))?,
-        ),
-        None => None,
-    };
+    let pairs = extract::query_pairs(request.query_string())?;
     let query = HistoryQuery {
-        limit: extract::limit(limit, HISTORY_DEFAULT_LIMIT, 1000)?,
-        before: params
-            .before
-            .as_deref()
+        limit: extract::limit(
+            extract::integer(&pairs, "limit")?,
+            HISTORY_DEFAULT_LIMIT,
+            1000,
+        )?,
+        before: extract::last(&pairs, "before")
             .map(extract::checkpoint_id)
             .transpose()?,
         ..HistoryQuery::default()
@@ -495,5 +486,6 @@ pub async fn post_history(
             .map(extract::checkpoint_id)
             .transpose()?,
     };
+    query.check()?;
     history(&state, thread_id, query, request.select.as_deref()).await
 }

@@ -348,6 +348,20 @@ impl TestApp {
         self.post(&format!("/threads/{thread_id}/runs"), body).await
     }
 
+    /// Runs the `echo` graph on the thread to its end with `POST /threads/{t}/runs/wait`, the
+    /// body's other fields from `extra`; checks that it answered 200.
+    pub async fn echo_run(&self, thread_id: &str, extra: Value) -> Reply {
+        let mut body = json!({"assistant_id": "echo", "input": {}});
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        let reply = self
+            .post(&format!("/threads/{thread_id}/runs/wait"), body)
+            .await;
+        assert_eq!(reply.status, 200, "echo run: {:?}", reply.body);
+        reply
+    }
+
     /// `POST /threads/{t}/runs/stream`: the run's event stream, once its response has begun.
     pub async fn stream_run(&self, thread_id: &str, body: Value) -> SseReader {
         let request = self

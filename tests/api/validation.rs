@@ -8,7 +8,7 @@ use crate::helpers::{run_id, spawn_app, spawn_app_with, TestApp};
 
 /// Sends a request that must be refused with `status`, with a detail containing `expected`,
 /// and checks that nothing was written.
-async fn refused(
+pub(crate) async fn refused(
     app: &TestApp,
     method: Method,
     path: &str,

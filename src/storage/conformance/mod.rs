@@ -40,6 +40,7 @@ macro_rules! store_conformance_suite {
             copy_thread_copies_the_checkpoints_but_not_the_runs,
             delete_thread_takes_its_runs_and_checkpoints_with_it,
             search_threads_filters_by_ids_metadata_values_and_status,
+            search_threads_matches_keys_with_quotes_backslashes_and_path_characters,
             search_threads_sorts_by_every_key_both_ways_and_pages,
             threads_of_assistant_are_those_whose_metadata_names_it,
             threads_in_flight_are_those_with_a_pending_or_running_run,

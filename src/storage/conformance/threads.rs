@@ -335,6 +335,43 @@ pub async fn search_threads_filters_by_ids_metadata_values_and_status(store: Arc
     assert_eq!(matching_threads(store, combined).await, vec![b]);
 }
 
+/// A metadata filter matches any key a filter may hold (every key but one with NUL, which
+/// `check_json_filter` refuses): quotes, backslashes, JSON-path characters, control characters,
+/// the empty key.
+pub async fn search_threads_matches_keys_with_quotes_backslashes_and_path_characters(
+    store: Arc<dyn Store>,
+) {
+    let store: &dyn Store = &*store;
+    let keys = [
+        "say \"hi\"",
+        "\"",
+        "back\\slash",
+        "\\\"",
+        "\\u0022",
+        "dot.ted[0]",
+        "$",
+        "line\nbreak",
+        "é",
+        "",
+    ];
+    let mut threads = Vec::new();
+    for key in keys {
+        threads.push(new_thread(store, json!({ key: "here" })).await);
+    }
+    for (key, thread_id) in keys.iter().zip(threads) {
+        assert_eq!(
+            matching_threads(store, metadata_filter(json!({ *key: "here" }))).await,
+            vec![thread_id],
+            "key {key:?}"
+        );
+        assert_eq!(
+            matching_threads(store, metadata_filter(json!({ *key: "elsewhere" }))).await,
+            vec![],
+            "key {key:?}"
+        );
+    }
+}
+
 /// Thread search sorts by each key in both orders (ties by id, in the same order) and pages.
 pub async fn search_threads_sorts_by_every_key_both_ways_and_pages(store: Arc<dyn Store>) {
     let store: &dyn Store = &*store;

@@ -16,6 +16,15 @@ pub fn order_sql(order: SortOrder) -> &'static str {
     }
 }
 
+/// The JSON path of the top-level `key`, matching any key but one with NUL. SQLite reads a
+/// quoted label up to the next `"` whatever precedes it, and compares a label holding a `\` by
+/// its JSON escapes (since 3.45): so `\` is written `\\`, and `"` as `\u0022` (a `\"` would
+/// end the label early, and the key would silently match nothing).
+fn key_path(key: &str) -> String {
+    let escaped = key.replace('\\', "\\\\").replace('"', "\\u0022");
+    format!("$.\"{escaped}\"")
+}
+
 /// A WHERE clause under construction: conditions joined with AND, and their parameters.
 #[derive(Default)]
 pub struct Where {
@@ -35,10 +44,11 @@ impl Where {
     }
 
     /// Adds: every key of `filter` equals the same key in the JSON `column`.
-    /// A NULL column matches nothing (never an error).
+    /// A NULL column matches nothing (never an error). Keys are checked before they get here
+    /// (`domain::query::check_json_filter`): a key with NUL would fail the statement.
     pub fn json_matches(&mut self, column: &str, filter: &JsonMap) {
         for (key, expected) in filter {
-            let path = format!("$.\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""));
+            let path = key_path(key);
             let expected_json = expected.to_string();
             let condition = match expected {
                 // json_extract turns JSON objects and arrays into their minified text; compare

@@ -22,6 +22,7 @@ use rusqlite::{Connection, ErrorCode};
 
 use crate::domain::assistant::{Assistant, AssistantChange, AssistantVersion};
 use crate::domain::checkpoint::Checkpoint;
+use crate::domain::errors::{bounded, LOGGED_ERROR_BYTES};
 use crate::domain::ids::{AssistantId, CheckpointId, RunId, ThreadId};
 use crate::domain::multitask::CancelAction;
 use crate::domain::query::{
@@ -42,13 +43,31 @@ use writer::DbWriter;
 /// The name storage errors give this backend.
 const BACKEND: &str = "sqlite";
 
+/// Most bytes of a failed statement's text that its storage error keeps.
+const STATEMENT_BYTES: usize = 512;
+
 impl From<rusqlite::Error> for StorageError {
     fn from(error: rusqlite::Error) -> Self {
         StorageError::Backend {
             backend: BACKEND,
             unavailable: unavailable_of(&error),
-            message: error.to_string(),
+            message: message_of(&error),
         }
+    }
+}
+
+/// The words of a SQLite error, bounded. rusqlite's text of an error in a statement's text
+/// embeds the whole statement (hundreds of KB for a long `IN` list), and the error is logged:
+/// keep the cause and the offset, and only the start of the statement.
+fn message_of(error: &rusqlite::Error) -> String {
+    match error {
+        rusqlite::Error::SqlInputError {
+            msg, sql, offset, ..
+        } => format!(
+            "{msg} at offset {offset} of the statement {}",
+            bounded(sql, STATEMENT_BYTES)
+        ),
+        other => bounded(&other.to_string(), LOGGED_ERROR_BYTES).into_owned(),
     }
 }
 
@@ -730,6 +749,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use rusqlite::types::Value as SqlValue;
+
+    use super::filter::Where;
     use super::SqliteStore;
     use crate::storage::Store;
 
@@ -747,4 +769,32 @@ mod tests {
     }
 
     crate::store_conformance_suite!(open);
+
+    #[test]
+    fn an_error_in_a_huge_statement_keeps_its_cause_but_not_the_whole_statement() {
+        let connection = rusqlite::Connection::open_in_memory().expect("an in-memory database");
+        connection
+            .execute_batch("CREATE TABLE items (id TEXT)")
+            .expect("the table is created");
+        let mut clause = Where::default();
+        let ids = (0..40_000).map(|index| SqlValue::Text(index.to_string()));
+        let marks = vec!["?"; 40_000].join(", ");
+        clause.push(format!("id IN ({marks})"), ids);
+        let error = clause
+            .page(&connection, "SELECT id FROM items", "id", 10, 0, |row| {
+                row.get::<_, String>(0)
+            })
+            .expect_err("SQLite allows 32,766 parameters");
+        let message = error.to_string();
+        assert!(message.len() < 1024, "{} bytes: {message}", message.len());
+        assert!(
+            message.starts_with("sqlite error: too many SQL variables at offset "),
+            "{message}"
+        );
+        assert!(
+            message.contains("of the statement SELECT id FROM items WHERE id IN (?, ?")
+                && message.ends_with(" bytes in all)"),
+            "{message}"
+        );
+    }
 }
