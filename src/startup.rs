@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
-use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::middleware::{self, ErrorHandlers, Logger};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
@@ -128,14 +128,21 @@ impl Application {
             body_limit,
             heartbeat: settings.stream.heartbeat(),
         });
+        let browser = Arc::new(http::BrowserPolicy::new(server_settings));
+        log::info!("browser requests allowed {browser}");
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(web::Data::from(browser.clone()))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .wrap(
                     ErrorHandlers::new()
                         .handler(StatusCode::PAYLOAD_TOO_LARGE, http::payload_too_large),
                 )
+                // CORS answers preflights and marks responses for the origins the policy allows;
+                // before it, requests from hosts or origins the policy refuses are answered.
+                .wrap(http::cors(browser.clone()))
+                .wrap(middleware::from_fn(http::refuse_foreign))
                 .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
                 .configure(http::routes)
         })
