@@ -48,6 +48,15 @@ pub struct ServerSettings {
     /// On SIGTERM/SIGINT, seconds running runs get to finish before they are stopped (to resume
     /// on the next start).
     pub shutdown_grace_seconds: f64,
+    /// Host names (ports ignored) the server answers to besides the loopback names and its own
+    /// address; `[]` means only those when bound to loopback and any host otherwise; `["*"]`
+    /// means any host. Guards against DNS rebinding.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Origins of web pages allowed to call the API (CORS, and state-changing requests that
+    /// carry an `Origin`); `["*"]` means any. Requests without an `Origin` are not affected.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// `[database]`
@@ -402,7 +411,71 @@ impl Settings {
                 "server.body_limit_bytes must be positive".into(),
             ));
         }
+        self.server.validate_browser_settings()
+    }
+}
+
+impl ServerSettings {
+    /// Checks `allowed_hosts` and `cors_allowed_origins`: `"*"`, or entries a request can match.
+    fn validate_browser_settings(&self) -> Result<(), ConfigError> {
+        for host in &self.allowed_hosts {
+            if let Some(problem) = host_entry_problem(host) {
+                return Err(ConfigError::Invalid(format!(
+                    "server.allowed_hosts: {host:?} {problem}"
+                )));
+            }
+        }
+        for origin in &self.cors_allowed_origins {
+            if let Some(problem) = origin_entry_problem(origin) {
+                return Err(ConfigError::Invalid(format!(
+                    "server.cors_allowed_origins: {origin:?} {problem}"
+                )));
+            }
+        }
         Ok(())
+    }
+}
+
+/// What is wrong with an `allowed_hosts` entry, if anything: it is `*` or a bare host name or
+/// address (an IPv6 address with or without brackets), without scheme, port or path.
+fn host_entry_problem(host: &str) -> Option<&'static str> {
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    let not_a_name =
+        "is not a host name: give a name or an address alone, such as \"spindle.example.com\"";
+    if host == "*" || unbracketed.parse::<std::net::Ipv6Addr>().is_ok() {
+        None
+    } else if host.is_empty() || host.contains(|c: char| c.is_whitespace() || "/@".contains(c)) {
+        Some(not_a_name)
+    } else if host.contains(':') {
+        Some("has a port: ports are not matched, give the host alone")
+    } else if host.contains(['[', ']']) {
+        Some(not_a_name)
+    } else {
+        None
+    }
+}
+
+/// What is wrong with a `cors_allowed_origins` entry, if anything: it is `*` or an origin as
+/// browsers send it, `scheme://host[:port]`, with no path, not even a trailing `/`.
+fn origin_entry_problem(origin: &str) -> Option<&'static str> {
+    if origin == "*" {
+        return None;
+    }
+    match origin.split_once("://") {
+        Some((scheme, authority))
+            if !scheme.is_empty()
+                && !authority.is_empty()
+                && !authority.contains(|c: char| c.is_whitespace() || "/?#@".contains(c)) =>
+        {
+            None
+        }
+        _ => Some(
+            "is not an origin: write scheme://host[:port] with no path or trailing slash, \
+             such as \"http://localhost:3000\"",
+        ),
     }
 }
 
@@ -430,6 +503,8 @@ mod tests {
             .filter(|line| {
                 ![
                     "refuse_client_tool_calls",
+                    "allowed_hosts",
+                    "cors_allowed_origins",
                     "replay_bytes",
                     "resumable_bytes",
                     "total_bytes",
@@ -444,6 +519,8 @@ mod tests {
         std::fs::write(&path, older).unwrap();
         let (settings, _) = load(Some(&path)).unwrap();
         assert!(!settings.runtime.refuse_client_tool_calls);
+        assert!(settings.server.allowed_hosts.is_empty());
+        assert!(settings.server.cors_allowed_origins.is_empty());
         let defaults = crate::stream::StreamLimits::default();
         let limits = settings.stream.limits();
         assert_eq!(
@@ -458,6 +535,41 @@ mod tests {
                 defaults.total_bytes
             )
         );
+    }
+
+    #[test]
+    fn browser_settings_accept_names_addresses_and_origins_and_refuse_what_cannot_match() {
+        for host in [
+            "*",
+            "localhost",
+            "spindle.example.com",
+            "10.0.0.5",
+            "::1",
+            "[::1]",
+        ] {
+            assert_eq!(host_entry_problem(host), None, "{host}");
+        }
+        for host in [
+            "",
+            "localhost:8123",
+            "http://localhost",
+            "a b",
+            "[::1]:8123",
+        ] {
+            assert!(host_entry_problem(host).is_some(), "{host}");
+        }
+        for origin in ["*", "http://localhost:3000", "https://app.example.com"] {
+            assert_eq!(origin_entry_problem(origin), None, "{origin}");
+        }
+        for origin in [
+            "",
+            "localhost:3000",
+            "http://localhost:3000/",
+            "http://",
+            "null",
+        ] {
+            assert!(origin_entry_problem(origin).is_some(), "{origin}");
+        }
     }
 
     #[test]

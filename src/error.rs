@@ -46,6 +46,14 @@ pub enum ApiError {
     /// More request headers, or more bytes of them, than the server reads (431).
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// A request whose `Host` is not one the server answers to, as a page that rebound its DNS
+    /// name to this server sends (421).
+    #[error("host not allowed: {host}")]
+    HostNotAllowed { host: String },
+    /// A request that changes something (or its CORS preflight) from a web page whose origin
+    /// is not allowed (403).
+    #[error("origin not allowed: {origin}")]
+    OriginNotAllowed { origin: String },
     /// A valid request for something this server does not do yet (501).
     #[error("{0}")]
     NotImplemented(String),
@@ -141,6 +149,15 @@ impl ApiError {
             ApiError::InItem { index, error } => {
                 format!("request body item {index}: {}", error.detail())
             }
+            ApiError::HostNotAllowed { host } => format!(
+                "Host '{host}' is not one this server answers to (a guard against DNS rebinding); \
+                 to serve it, add its name to the setting server.allowed_hosts"
+            ),
+            ApiError::OriginNotAllowed { origin } => format!(
+                "Origin '{origin}' is not allowed to make requests that change anything here, \
+                 and nothing was changed; to allow its pages, add it to the setting \
+                 server.cors_allowed_origins"
+            ),
             other => other.to_string(),
         }
     }
@@ -158,6 +175,10 @@ impl ResponseError for ApiError {
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            // RFC 9110's status for a request sent to a server unwilling to answer for its
+            // target's authority; unlike 400 and 403, it says what to fix: the host.
+            ApiError::HostNotAllowed { .. } => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

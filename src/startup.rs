@@ -134,9 +134,12 @@ impl Application {
             body_limit,
             heartbeat: settings.stream.heartbeat(),
         });
+        let browser = Arc::new(http::BrowserPolicy::new(server_settings));
+        log::info!("browser requests allowed {browser}");
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(web::Data::from(browser.clone()))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .wrap(from_fn(http::check_head))
                 .wrap(
@@ -144,6 +147,10 @@ impl Application {
                         .handler(StatusCode::BAD_REQUEST, http::unreadable_body)
                         .handler(StatusCode::PAYLOAD_TOO_LARGE, http::payload_too_large),
                 )
+                // CORS answers preflights and marks responses for the origins the policy allows;
+                // before it, requests from hosts or origins the policy refuses are answered.
+                .wrap(http::cors(browser.clone()))
+                .wrap(from_fn(http::refuse_foreign))
                 .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
                 .configure(http::routes)
         })

@@ -4,6 +4,7 @@
 //! DTOs only. Imports: domain, actors, engine, storage, error. Never a backend.
 
 mod assistants;
+mod browser;
 mod extract;
 mod health;
 mod reply;
@@ -20,6 +21,7 @@ use actix_web::{guard, web, HttpResponse, Resource, Route};
 
 use crate::domain::NotFound;
 use crate::error::ApiError;
+pub use browser::{cors, refuse_foreign, BrowserPolicy};
 pub use state::AppState;
 
 /// Registers every route of the API.

@@ -164,6 +164,8 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
             workers: 2,
             body_limit_bytes: 1024 * 1024,
             shutdown_grace_seconds: 5.0,
+            allowed_hosts: Vec::new(),
+            cors_allowed_origins: Vec::new(),
         },
         database: DatabaseSettings {
             path: directory.join("spindle.db"),
@@ -273,6 +275,18 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a response; a body that is not JSON becomes `Value::Null`.
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        }
+    }
+
     /// The `detail` of an error body.
     pub fn detail(&self) -> &str {
         self.body["detail"].as_str().unwrap_or_default()
@@ -314,14 +328,7 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        Reply {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            headers,
-        }
+        Reply::read(response).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {

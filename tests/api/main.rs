@@ -1,6 +1,7 @@
 //! The integration tests: a real server on a random port, a fresh SQLite file per test.
 
 mod assistants;
+mod browser;
 mod double_texting;
 mod durability;
 mod examples;
