@@ -40,7 +40,8 @@ struct Hub {
 /// `/node/pretty` answers one pretty-printed object; `/node/flaky` fails twice with 503;
 /// `/node/down` always answers 503, `/node/reject` 400, `/node/malformed` text;
 /// `/node/hold` and `/tool/hold` never answer and record when the client goes away;
-/// `/tool/weather` answers a JSON string; `/tool/broken` answers 500.
+/// `/tool/weather` answers a JSON string; `/tool/broken` answers 500; `/tool/flaky` answers
+/// 503 once, then a JSON string.
 struct Loopback {
     port: u16,
     hub: Arc<Hub>,
@@ -167,6 +168,13 @@ async fn serve(mut socket: TcpStream, hub: Arc<Hub>) {
             respond(&mut socket, 200, "application/json", &text.to_string()).await;
         }
         "/tool/broken" => respond(&mut socket, 500, "text/plain", "upstream exploded").await,
+        "/tool/flaky" if attempt == 1 => {
+            respond(&mut socket, 503, "text/plain", "warming up").await
+        }
+        "/tool/flaky" => {
+            let text = json!(format!("ready at attempt {attempt}"));
+            respond(&mut socket, 200, "application/json", &text.to_string()).await;
+        }
         _ => respond(&mut socket, 404, "text/plain", "no such endpoint").await,
     }
 }
@@ -763,6 +771,7 @@ env = {{ LEVEL = "1" }}
 [tools.broken]
 kind = "http"
 url = "http://127.0.0.1:{{port}}/tool/broken"
+retry = {{ max_attempts = 1 }}
 
 [tools.offline]
 kind = "http"
@@ -772,6 +781,7 @@ url = "http://127.0.0.1:{closed_port}/tool"
 kind = "http"
 url = "http://127.0.0.1:{{port}}/tool/hold"
 timeout_seconds = 0.3
+retry = {{ max_attempts = 1 }}
 
 [tools.sleepy]
 kind = "command"
@@ -885,6 +895,70 @@ to = "tools"
     if pid_file.exists() {
         wait_until_gone(wait_for_pid(&pid_file).await).await;
     }
+}
+
+/// A graph whose `tools` node runs the tool `name`, declared by `tool` (a TOML fragment).
+fn tool_graph(id: &'static str, name: &str, tool: &str) -> GraphFile {
+    GraphFile {
+        id,
+        body: format!(
+            "[tools.{name}]\n{tool}\n\n[[nodes]]\nname = \"tools\"\nkind = \"tools\"\ntools = [\"{name}\"]\n\n[[edges]]\nfrom = \"__start__\"\nto = \"tools\"\n"
+        ),
+    }
+}
+
+/// Runs `graph` on a call of `tool` and returns the tool message.
+async fn call_tool(app: &TestApp, graph: &str, tool: &str) -> Value {
+    let input = json!({"messages": [
+        {"type": "human", "content": "go"},
+        {"type": "ai", "content": "", "tool_calls": [{"name": tool, "args": {}, "id": "call_1"}]},
+    ]});
+    let (_, result) = run_wait(app, json!({"assistant_id": graph, "input": input})).await;
+    let message = result["messages"][2].clone();
+    assert_eq!(message["tool_call_id"], "call_1", "{result}");
+    message
+}
+
+#[tokio::test]
+async fn an_http_tool_retries_a_503_and_its_call_succeeds() {
+    // No `retry` table: http tools retry transient failures by default.
+    let fixture = fixture(vec![tool_graph(
+        "flaky_tool",
+        "flaky",
+        "kind = \"http\"\nurl = \"http://127.0.0.1:{port}/tool/flaky\"",
+    )])
+    .await;
+
+    let message = call_tool(&fixture.app, "flaky_tool", "flaky").await;
+
+    assert_eq!(
+        (&message["status"], &message["content"]),
+        (&json!("success"), &json!("ready at attempt 2")),
+        "{message}"
+    );
+    assert_eq!(fixture.server.requests("/tool/flaky").len(), 2);
+}
+
+#[tokio::test]
+async fn an_http_tool_whose_retries_run_out_says_how_many_attempts_were_made() {
+    let fixture = fixture(vec![tool_graph(
+        "broken_tool",
+        "broken",
+        "kind = \"http\"\nurl = \"http://127.0.0.1:{port}/tool/broken\"\nretry = { max_attempts = 2, backoff_ms = 10 }",
+    )])
+    .await;
+
+    let message = call_tool(&fixture.app, "broken_tool", "broken").await;
+
+    assert_eq!(
+        (&message["status"], &message["content"]),
+        (
+            &json!("error"),
+            &json!("Error: tool 'broken' answered HTTP 500 Internal Server Error: \"upstream exploded\" (2 attempts made)")
+        ),
+        "{message}"
+    );
+    assert_eq!(fixture.server.requests("/tool/broken").len(), 2);
 }
 
 #[tokio::test]

@@ -1,13 +1,15 @@
 //! Chat model nodes against a real OpenAI-compatible server on loopback.
 //! The `openai` provider runs the agent loop (model, tools, model) streamed and not, sends what
 //! LangChain's ChatOpenAI would (system prompt, converted tool calls and results, bound tools,
-//! the key from the configured variable), streams its tokens live, and turns every failure of the
-//! endpoint into a failed run with a clear error.
+//! the key from the configured variable), streams its tokens live, retries transient failures
+//! (rate limits, 5xx, dropped connections) honouring `Retry-After` and stopping when the run is
+//! stopped, and turns every other failure of the endpoint into a failed run with a clear error.
 
 #[path = "../support/openai.rs"]
 mod openai_server;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use spindle::engine::toml::node::NativeNodes;
@@ -332,22 +334,33 @@ async fn every_endpoint_failure_fails_the_run_with_its_error_class_and_the_serve
     };
     let unset_variable = "SPINDLE_TEST_OPENAI_KEY_NEVER_SET";
     std::env::remove_var(unset_variable);
+    // One attempt each: this test is about the error of a failed attempt (retries have their
+    // own tests below).
+    let once = "retry = { max_attempts = 1 }";
     let model = spawn_with_graphs(&[
         (
             "whole",
-            agent_graph("whole", &server.base_url, "stream = false"),
+            agent_graph(
+                "whole",
+                &server.base_url,
+                &format!("stream = false\n{once}"),
+            ),
         ),
-        ("streamed", agent_graph("streamed", &server.base_url, "")),
+        ("streamed", agent_graph("streamed", &server.base_url, once)),
         (
             "impatient",
-            agent_graph("impatient", &server.base_url, "timeout_seconds = 0.3"),
+            agent_graph(
+                "impatient",
+                &server.base_url,
+                &format!("timeout_seconds = 0.3\n{once}"),
+            ),
         ),
         (
             "unreachable",
             agent_graph(
                 "unreachable",
                 &format!("http://127.0.0.1:{closed_port}/v1"),
-                "",
+                once,
             ),
         ),
         (
@@ -598,6 +611,212 @@ async fn cancelling_a_run_hangs_up_on_the_model_mid_stream() {
     assert_eq!(model.app.run_status(&thread_id, &run).await, "interrupted");
     let messages = model.app.messages(&thread_id).await;
     assert_eq!(messages, [("human".to_owned(), "hello".to_owned())]);
+}
+
+/// A server with the agent graph `model_agent` on `server`, its model node declared with `options`.
+async fn spawn_agent(server: &FakeOpenAi, options: &str) -> ModelApp {
+    spawn_with_graphs(&[(
+        "model_agent",
+        agent_graph("model_agent", &server.base_url, options),
+    )])
+    .await
+}
+
+#[tokio::test]
+async fn two_rate_limits_then_an_answer_make_one_successful_run_of_three_requests() {
+    let server = FakeOpenAi::start();
+    // The default retry policy: three attempts, as the OpenAI client makes.
+    let model = spawn_agent(&server, "").await;
+    server
+        .push(Reply::fail(429, "Rate limit reached"))
+        .push(Reply::fail(429, "Rate limit reached"))
+        .push(Reply::text("Third time lucky."));
+
+    let (thread_id, reply) = wait_run(&model.app, "model_agent", "hello").await;
+
+    assert_eq!(
+        reply.body["messages"][1]["content"], "Third time lucky.",
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(
+        model.app.get(&run_path(&reply)).await.body["status"],
+        "success"
+    );
+    assert_eq!(model.app.thread_status(&thread_id).await, "idle");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests
+        .iter()
+        .all(|request| request.body == requests[0].body));
+}
+
+#[tokio::test]
+async fn a_retry_after_is_waited_for_before_the_next_attempt() {
+    let server = FakeOpenAi::start();
+    // Without the header the wait would be the first backoff, at most 0.5 s.
+    let model = spawn_agent(&server, "").await;
+    server
+        .push(Reply::fail(429, "Slow down").with_header("Retry-After", "1"))
+        .push(Reply::text("Waited."));
+
+    let (_, reply) = wait_run(&model.app, "model_agent", "hello").await;
+
+    assert_eq!(reply.body["messages"][1]["content"], "Waited.");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let gap = requests[1].at - requests[0].at;
+    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+}
+
+#[tokio::test]
+async fn a_bad_request_is_not_retried_and_its_error_says_so() {
+    let server = FakeOpenAi::start();
+    let model = spawn_agent(&server, "").await;
+    server
+        .push(Reply::fail(400, "Invalid value for 'messages'"))
+        .push(Reply::text("never sent"));
+
+    let (_, reply) = wait_run(&model.app, "model_agent", "hello").await;
+
+    let error = &reply.body["__error__"];
+    assert_eq!(error["error"], "BadRequestError", "{error}");
+    assert_eq!(
+        error["message"],
+        "Error code: 400 - Invalid value for 'messages' (1 attempt made; this failure is not retried)"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_the_run_saying_how_many_attempts_were_made() {
+    let server = FakeOpenAi::start();
+    let model = spawn_agent(
+        &server,
+        "retry = { max_attempts = 2, backoff_ms = 10, statuses = [503] }",
+    )
+    .await;
+    server
+        .push(Reply::fail(503, "Overloaded"))
+        .push(Reply::fail(503, "Still overloaded"))
+        .push(Reply::fail(500, "Not in the list"));
+
+    let (_, reply) = wait_run(&model.app, "model_agent", "hello").await;
+    let error = &reply.body["__error__"];
+    assert_eq!(error["error"], "InternalServerError", "{error}");
+    assert_eq!(
+        error["message"],
+        "Error code: 503 - Still overloaded (2 attempts made)"
+    );
+    assert_eq!(server.requests().len(), 2);
+
+    // A 500 is not in this node's list: one attempt.
+    let (_, reply) = wait_run(&model.app, "model_agent", "hello").await;
+    assert_eq!(
+        reply.body["__error__"]["message"],
+        "Error code: 500 - Not in the list (1 attempt made; this failure is not retried)"
+    );
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_retried() {
+    let server = FakeOpenAi::start();
+    let model = spawn_agent(&server, "stream = false").await;
+    server.push(Reply::Drop).push(Reply::text("Reconnected."));
+
+    let (_, reply) = wait_run(&model.app, "model_agent", "hello").await;
+
+    assert_eq!(
+        reply.body["messages"][1]["content"], "Reconnected.",
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_off_is_retried_unless_its_tokens_were_already_streamed() {
+    let server = FakeOpenAi::start();
+    let model = spawn_agent(&server, "").await;
+    let cut = || Reply::Cut {
+        content: "one two three".into(),
+        pieces: 2,
+    };
+
+    // Nobody streams the tokens: the broken answer is simply asked for again.
+    server.push(cut()).push(Reply::text("Whole this time."));
+    let (_, reply) = wait_run(&model.app, "model_agent", "hello").await;
+    assert_eq!(reply.body["messages"][1]["content"], "Whole this time.");
+    assert_eq!(server.requests().len(), 2);
+
+    // A client streams the tokens: they were sent, so asking again would send them twice.
+    server.push(cut()).push(Reply::text("never sent"));
+    let thread_id = model.app.create_thread().await;
+    let mut body = ask("model_agent", "hello");
+    body["stream_mode"] = json!(["messages-tuple"]);
+    let events = model.app.stream_run(&thread_id, body).await.collect().await;
+    let error = events
+        .iter()
+        .find(|event| event.name == "error")
+        .expect("the run fails");
+    assert_eq!(
+        error.data["error"], "APIConnectionError",
+        "{:?}",
+        error.data
+    );
+    assert!(
+        error.data["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("(1 attempt made; this failure is not retried)"),
+        "{:?}",
+        error.data
+    );
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn cancelling_a_run_during_a_backoff_wait_ends_it_with_no_further_request() {
+    let server = FakeOpenAi::start();
+    let model = spawn_agent(&server, "").await;
+    let asked = Duration::from_secs(3);
+    server.push(Reply::fail(503, "Overloaded").with_header("Retry-After", "3"));
+    let thread_id = model.app.create_thread().await;
+    let run = run_id(
+        &model
+            .app
+            .create_run(&thread_id, ask("model_agent", "hello"))
+            .await,
+    );
+    // The 503 has reached the node, which now waits for the asked 3 s.
+    server.wait_for_answers(1);
+    let first = server.requests()[0].at;
+
+    let cancelled = model
+        .app
+        .post(
+            &format!("/threads/{thread_id}/runs/{run}/cancel?wait=1"),
+            json!(null),
+        )
+        .await;
+    let acknowledged = Instant::now();
+
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    assert!(
+        acknowledged < first + asked,
+        "the run ended only {:?} after the first request",
+        acknowledged - first
+    );
+    assert_eq!(model.app.run_status(&thread_id, &run).await, "interrupted");
+    // Had the wait outlived the run, its retry would reach the server when the wait was over.
+    let retry_due = first + asked + Duration::from_millis(500);
+    tokio::time::sleep_until(retry_due.into()).await;
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a request came after the cancel"
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! A fake OpenAI-compatible chat completions server for the tests: real HTTP/1.1 on 127.0.0.1
 //! port 0 (plain threads, one per connection, no async runtime), answering each
 //! `POST …/chat/completions` with the next scripted reply, streamed as SSE or whole as the
-//! request asks. It records every request, and can fail, send a malformed body, or hold its
-//! answer until the test releases it or the client hangs up. Included with `#[path]`.
+//! request asks. It records every request with the time it arrived, and can fail (with headers
+//! such as `Retry-After`), send a malformed body, drop the connection, break a stream off, or
+//! hold its answer until the test releases it or the client hangs up. Included with `#[path]`.
 #![allow(dead_code)] // Each including test crate uses a different part of it.
 
 use std::collections::VecDeque;
@@ -42,6 +43,17 @@ pub enum Reply {
     },
     /// An error status with a body.
     Fail { status: u16, body: String },
+    /// An error status with extra headers (`Retry-After`, say) and a body.
+    FailWith {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    /// No answer at all: the connection is closed once the request is read.
+    Drop,
+    /// A streamed answer of `content` that breaks off (the connection closes mid-body) after
+    /// `pieces` text pieces.
+    Cut { content: String, pieces: usize },
     /// A 200 with this content type and body, as they are.
     Raw {
         content_type: &'static str,
@@ -87,6 +99,30 @@ impl Reply {
         }
     }
 
+    /// This error answer with an extra header.
+    pub fn with_header(self, name: &'static str, value: &str) -> Reply {
+        match self {
+            Reply::Fail { status, body } => Reply::FailWith {
+                status,
+                headers: vec![(name, value.to_owned())],
+                body,
+            },
+            Reply::FailWith {
+                status,
+                mut headers,
+                body,
+            } => {
+                headers.push((name, value.to_owned()));
+                Reply::FailWith {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// This answer, streamed, pauses after `pieces` text pieces until `release`.
     pub fn paused_after(mut self, pieces: usize) -> Reply {
         if let Reply::Answer { pause_after, .. } = &mut self {
@@ -103,6 +139,8 @@ pub struct Recorded {
     pub body: Value,
     /// The `Authorization` header, if there was one.
     pub authorization: Option<String>,
+    /// When the request had been read.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -112,6 +150,9 @@ struct State {
     released: bool,
     /// Answers whose client hung up before the end (while held, or between pieces).
     hangups: usize,
+    /// Answers that ended with no write failing: sent whole, dropped or cut as scripted, or
+    /// held until the client hung up.
+    answered: usize,
 }
 
 #[derive(Default)]
@@ -200,6 +241,14 @@ impl FakeOpenAi {
             });
     }
 
+    /// Waits until `count` answers have ended with no write failing (see `State::answered`).
+    pub fn wait_for_answers(&self, count: usize) {
+        self.shared
+            .wait_until(&format!("{count} answers sent"), |state| {
+                state.answered >= count
+            });
+    }
+
     /// Waits until the clients of `count` answers have hung up before their end.
     pub fn wait_for_hangups(&self, count: usize) {
         self.shared
@@ -236,6 +285,7 @@ fn serve(mut connection: TcpStream, shared: &Shared) {
             path: path.clone(),
             body: body.clone(),
             authorization: header("authorization"),
+            at: Instant::now(),
         });
         shared.changed.notify_all();
         if path.ends_with("/chat/completions") {
@@ -247,10 +297,17 @@ fn serve(mut connection: TcpStream, shared: &Shared) {
     let reply = reply.unwrap_or_else(|| Reply::fail(500, "the test scripted no more replies"));
     // A write that fails means the client went away mid-answer: it may hang up before a
     // paused answer reaches its pause, and that counts as a hang-up too.
-    if answer(&mut connection, shared, &body, reply).is_err() {
-        shared.lock().hangups += 1;
-        shared.changed.notify_all();
+    let outcome = answer(&mut connection, shared, &body, reply);
+    // The connection closes before the answer is counted: a test waiting for the count acts on
+    // an answer the client has whole (or has seen dropped or cut).
+    drop(connection);
+    let mut state = shared.lock();
+    match outcome {
+        Ok(()) => state.answered += 1,
+        Err(_) => state.hangups += 1,
     }
+    drop(state);
+    shared.changed.notify_all();
 }
 
 type Request = (String, Vec<(String, String)>, Vec<u8>);
@@ -301,9 +358,23 @@ fn whole(
     content_type: &str,
     body: &str,
 ) -> std::io::Result<()> {
+    whole_with(connection, status, &[], content_type, body)
+}
+
+fn whole_with(
+    connection: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         connection,
-        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
         reason(status),
         body.len()
     )?;
@@ -353,6 +424,26 @@ fn answer(
     let model = request["model"].as_str().unwrap_or("fake-model").to_owned();
     match reply {
         Reply::Fail { status, body } => whole(connection, status, "application/json", &body),
+        Reply::FailWith {
+            status,
+            headers,
+            body,
+        } => whole_with(connection, status, &headers, "application/json", &body),
+        // Dropping the connection (in `serve`) is the whole answer.
+        Reply::Drop => Ok(()),
+        Reply::Cut { content, pieces } => {
+            write!(
+                connection,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            )?;
+            for piece in content.split_inclusive(' ').take(pieces) {
+                let chunk = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                    "model": model, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+                send_chunk(connection, &format!("data: {chunk}\n\n"))?;
+            }
+            // No closing chunk: the client sees the body break off when the connection closes.
+            Ok(())
+        }
         Reply::Raw { content_type, body } => whole(connection, 200, content_type, &body),
         Reply::Hold => {
             if hold(connection, shared) {

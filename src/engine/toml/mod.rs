@@ -13,6 +13,7 @@ pub mod messages;
 pub mod node;
 pub mod openai;
 mod registry;
+mod retry;
 pub mod scripted;
 pub mod spec;
 pub mod tools;

@@ -44,8 +44,10 @@ pub enum ToolSpec {
         /// Extra request headers.
         #[serde(default)]
         headers: BTreeMap<String, String>,
-        /// Seconds before the call fails (default 30).
+        /// Seconds before an attempt fails (default 30).
         timeout_seconds: Option<f64>,
+        /// Retries of transient failures (default: those of a table without fields).
+        retry: Option<RetrySpec>,
     },
     /// Runs `command` (program and arguments) with the call's arguments as JSON on stdin; its
     /// stdout is the result. Killed when it overruns its timeout.
@@ -57,10 +59,13 @@ pub enum ToolSpec {
         #[serde(default)]
         env: BTreeMap<String, String>,
         timeout_seconds: Option<f64>,
+        /// Retries of failed attempts (default: one attempt).
+        retry: Option<RetrySpec>,
     },
 }
 
-/// How an `http` or `command` node retries a failed attempt.
+/// How a call out of Spindle (a chat model, a tool, an `http` or `command` node) retries a failed
+/// attempt. Documented in `docs/graphs.md`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
@@ -76,6 +81,36 @@ pub struct RetrySpec {
     /// Longest wait, in ms (default 10000).
     #[serde(default = "RetrySpec::default_max_backoff_ms")]
     pub max_backoff_ms: u64,
+    /// Shorten each wait by a random part of up to a quarter (default: on, except for `http` and
+    /// `command` nodes).
+    pub jitter: Option<bool>,
+    /// The HTTP statuses that are retried (default `[408, 429, "5xx"]`).
+    pub statuses: Option<Vec<StatusSpec>>,
+    /// Longest wait a `Retry-After` header may ask for, in ms (default 60000).
+    #[serde(default = "RetrySpec::default_max_retry_after_ms")]
+    pub max_retry_after_ms: u64,
+}
+
+/// An entry of `retry.statuses`: a status code, or a class of them (`"4xx"`, `"5xx"`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    Code(u16),
+    Class(String),
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            max_attempts: Self::default_attempts(),
+            backoff_ms: Self::default_backoff_ms(),
+            backoff_factor: Self::default_backoff_factor(),
+            max_backoff_ms: Self::default_max_backoff_ms(),
+            jitter: None,
+            statuses: None,
+            max_retry_after_ms: Self::default_max_retry_after_ms(),
+        }
+    }
 }
 
 impl RetrySpec {
@@ -90,6 +125,17 @@ impl RetrySpec {
     }
     fn default_max_backoff_ms() -> u64 {
         10_000
+    }
+    fn default_max_retry_after_ms() -> u64 {
+        60_000
+    }
+    /// The statuses retried when `statuses` is not given.
+    pub fn default_statuses() -> Vec<StatusSpec> {
+        vec![
+            StatusSpec::Code(408),
+            StatusSpec::Code(429),
+            StatusSpec::Class("5xx".into()),
+        ]
     }
 }
 
@@ -121,10 +167,13 @@ pub enum NodeSpec {
         max_tokens: Option<u64>,
         /// A system message put before the conversation.
         system_prompt: Option<String>,
-        /// Seconds before a call fails (default 60).
+        /// Seconds the endpoint may keep an attempt waiting (default 60).
         timeout_seconds: Option<f64>,
         /// Ask for a token stream (default true); tokens feed `messages` mode live.
         stream: Option<bool>,
+        /// OpenAI-compatible: retries of transient failures (default: 3 attempts, as the OpenAI
+        /// client makes).
+        retry: Option<RetrySpec>,
     },
     /// Executes every tool call of the last AI message and appends one tool message per call.
     Tools {

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::external::{self, Target};
 use super::messages::tool_message;
+use super::retry::{Owner, RetryPolicy};
 use super::scripted;
 use super::spec::ToolSpec;
 
@@ -29,8 +30,17 @@ pub struct Tool {
 enum ToolKind {
     /// The canned offline search of the default `agent` graph.
     Search,
-    /// An `http` or `command` tool: the call's arguments go to `target` as JSON.
-    External { target: Target, timeout: Duration },
+    /// An `http` or `command` tool.
+    External(Box<External>),
+}
+
+/// An `http` or `command` tool: the call's arguments go to `target` as JSON, each attempt within
+/// `timeout`, retried as `retry` says.
+#[derive(Debug)]
+struct External {
+    target: Target,
+    timeout: Duration,
+    retry: RetryPolicy,
 }
 
 /// Default time a declared tool may take.
@@ -54,18 +64,20 @@ impl Tool {
     /// The tool a graph file declares as `[tools.<name>]`; `dir` is the graph file's directory.
     pub fn from_spec(name: &str, spec: &ToolSpec, dir: &Path) -> Result<Tool, String> {
         let owner = format!("tool '{name}'");
-        let (description, parameters, target, timeout_seconds) = match spec {
+        let (description, parameters, target, timeout_seconds, retry) = match spec {
             ToolSpec::Http {
                 url,
                 description,
                 parameters,
                 headers,
                 timeout_seconds,
+                retry,
             } => (
                 description,
                 parameters,
                 Target::http(&owner, url, headers)?,
                 timeout_seconds,
+                RetryPolicy::new(&owner, retry.as_ref(), Owner::Call)?,
             ),
             ToolSpec::Command {
                 command,
@@ -73,11 +85,13 @@ impl Tool {
                 parameters,
                 env,
                 timeout_seconds,
+                retry,
             } => (
                 description,
                 parameters,
                 Target::command(&owner, command, env, dir)?,
                 timeout_seconds,
+                RetryPolicy::new(&owner, retry.as_ref(), Owner::CommandTool)?,
             ),
         };
         let parameters = match parameters {
@@ -93,10 +107,11 @@ impl Tool {
             name: name.to_owned(),
             description: description.clone().unwrap_or_else(|| name.to_owned()),
             parameters,
-            kind: ToolKind::External {
+            kind: ToolKind::External(Box::new(External {
                 target,
                 timeout: external::timeout_of(&owner, *timeout_seconds, DEFAULT_TOOL_TIMEOUT)?,
-            },
+                retry,
+            })),
         })
     }
 
@@ -117,9 +132,7 @@ impl Tool {
     pub async fn call(&self, call: &Value) -> Value {
         let outcome: Result<String, String> = match &self.kind {
             ToolKind::Search => scripted::search_tool(&call["args"]),
-            ToolKind::External { target, timeout } => {
-                self.call_external(target, *timeout, &call["args"]).await
-            }
+            ToolKind::External(external) => self.call_external(external, &call["args"]).await,
         };
         match outcome {
             Ok(content) => tool_message(call, content, "success"),
@@ -127,14 +140,16 @@ impl Tool {
         }
     }
 
-    /// Sends `args` to an `http` or `command` tool within `timeout`. An HTTP body that is a JSON
-    /// string gives the string itself; a program's stdout is trimmed.
-    async fn call_external(
-        &self,
-        target: &Target,
-        timeout: Duration,
-        args: &Value,
-    ) -> Result<String, String> {
+    /// Sends `args` to an `http` or `command` tool. An HTTP body that is a JSON string gives the
+    /// string itself; a program's stdout is trimmed. When more than one attempt was allowed, an
+    /// error says how many were made.
+    async fn call_external(&self, tool: &External, args: &Value) -> Result<String, String> {
+        let External {
+            target,
+            timeout,
+            retry,
+        } = tool;
+        let timeout = *timeout;
         let input = match args {
             Value::Null => Bytes::from_static(b"{}"),
             args => Bytes::from(args.to_string()),
@@ -142,22 +157,34 @@ impl Tool {
         let described = target.describe();
         info!("tool call started tool={} target={described}", self.name);
         let started = Instant::now();
-        let mut output = Vec::new();
-        let outcome = external::within(
-            timeout,
-            target.exchange(input, |chunk| external::collect(&mut output, chunk)),
-        )
-        .await;
+        let mut attempts = 0;
+        let outcome = retry
+            .run(&format!("tool={}", self.name), |attempt| {
+                attempts = attempt;
+                let input = input.clone();
+                async move {
+                    let mut output = Vec::new();
+                    external::within(
+                        timeout,
+                        target.exchange(input, |chunk| external::collect(&mut output, chunk)),
+                    )
+                    .await
+                    .map(|()| output)
+                }
+            })
+            .await;
         let elapsed_ms = started.elapsed().as_millis();
         let result = match outcome {
-            Ok(()) => "success",
+            Ok(_) => "success",
             Err(_) => "error",
         };
         info!(
-            "tool call finished tool={} target={described} elapsed_ms={elapsed_ms} outcome={result}",
+            "tool call finished tool={} target={described} elapsed_ms={elapsed_ms} outcome={result} attempts={attempts}",
             self.name
         );
-        outcome.map_err(|failure| format!("tool '{}' {}", self.name, failure.message))?;
+        let output = outcome.map_err(|gave_up| {
+            gave_up.counted(&format!("tool '{}' {}", self.name, gave_up.error.message))
+        })?;
         let text = String::from_utf8_lossy(&output);
         if !target.is_http() {
             return Ok(text.trim().to_owned());
@@ -248,6 +275,14 @@ mod tests {
                 .starts_with("tool 't' has timeout_seconds -1")
         );
         assert!(error("kind = 'http'\nurl = 'http://x/'\nparameters = 3").contains("JSON Schema"));
+        assert!(
+            error("kind = 'http'\nurl = 'http://x/'\nretry = {statuses = [200]}")
+                .starts_with("tool 't' has retry.statuses 200")
+        );
+        assert!(
+            error("kind = 'command'\ncommand = ['x']\nretry = {max_attempts = 0}")
+                .starts_with("tool 't' has retry.max_attempts 0")
+        );
         let tool = declared("kind = 'http'\nurl = 'http://x/'\ndescription = 'd'").unwrap();
         assert_eq!(tool.binding()["function"]["description"], "d");
     }

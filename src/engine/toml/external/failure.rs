@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::engine::toml::retry::{AttemptError, Transience};
+
 /// The most output kept from one answer (the final update, or a tool's result).
 const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -25,8 +27,12 @@ pub(super) enum FailureKind {
     Timeout,
     /// The endpoint could not be reached, or the connection broke.
     Transport,
-    /// The endpoint answered with a non-2xx status; `retry` for 408, 429 and 5xx.
-    Status { retry: bool },
+    /// The endpoint answered with a non-2xx status, asking for a wait before the next attempt
+    /// or not (`Retry-After`).
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
     /// The program could not be started.
     Spawn,
     /// The program exited unsuccessfully.
@@ -42,14 +48,29 @@ impl Failure {
             message: message.into(),
         }
     }
+}
 
-    /// Whether another attempt may succeed: timeouts, connection errors, HTTP 408, 429 and 5xx,
-    /// and failed exits are transient; other statuses, unstartable programs and bad output are not.
-    pub(super) fn retryable(&self) -> bool {
+impl AttemptError for Failure {
+    /// Timeouts, connection errors and failed exits are transient; a status is retried when the
+    /// policy lists it; unstartable programs and bad output are not retried.
+    fn transience(&self) -> Transience {
         match self.kind {
-            FailureKind::Timeout | FailureKind::Transport | FailureKind::Exit => true,
-            FailureKind::Status { retry } => retry,
-            FailureKind::Spawn | FailureKind::Output => false,
+            FailureKind::Timeout | FailureKind::Transport | FailureKind::Exit => {
+                Transience::Transient
+            }
+            FailureKind::Status { code, retry_after } => Transience::Status { code, retry_after },
+            FailureKind::Spawn | FailureKind::Output => Transience::Permanent,
+        }
+    }
+
+    fn logged(&self) -> String {
+        match self.kind {
+            FailureKind::Status { code, .. } => format!("status={code}"),
+            FailureKind::Timeout => "error=timeout".into(),
+            FailureKind::Transport => "error=connection".into(),
+            FailureKind::Exit => "error=exit".into(),
+            FailureKind::Spawn => "error=spawn".into(),
+            FailureKind::Output => "error=output".into(),
         }
     }
 }

@@ -9,6 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 
 use super::failure::{chain, quote, Failure, FailureKind, QUOTE_CHARS};
+use crate::engine::toml::retry::retry_after;
 
 /// An HTTP endpoint: a URL, extra headers, and the client that reaches it.
 pub(in crate::engine::toml) struct Endpoint {
@@ -104,7 +105,10 @@ impl Endpoint {
         self.read(response, sink).await
     }
 
+    /// The failure a non-2xx answer gives: its status, the wait it asks for, and the start of
+    /// its body.
     async fn status_failure(&self, status: StatusCode, response: reqwest::Response) -> Failure {
+        let retry_after = retry_after(status, response.headers());
         let mut start = Vec::new();
         // Only the start of the body is quoted, so reading stops there; a broken body changes
         // nothing about the failure.
@@ -117,11 +121,11 @@ impl Endpoint {
                 Ok(())
             })
             .await;
-        let retry = status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status.is_server_error();
         Failure::new(
-            FailureKind::Status { retry },
+            FailureKind::Status {
+                code: status.as_u16(),
+                retry_after,
+            },
             format!(
                 "answered HTTP {status}: {}",
                 quote(&String::from_utf8_lossy(&start))

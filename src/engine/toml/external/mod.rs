@@ -1,13 +1,13 @@
 //! `http` and `command` nodes: node logic in any language. The node gets `{state, config, node}`
 //! as JSON and answers with newline-delimited JSON (`output.rs`). Here: the node types, the
-//! `Target` they and `http`/`command` tools send to (`http.rs`, `command.rs`), and the attempts
-//! loop under a timeout and a retry policy (`retry.rs`); failures and bounds are in `failure.rs`.
+//! `Target` they and `http`/`command` tools send to (`http.rs`, `command.rs`), and each attempt
+//! under a timeout, made by the retry policy of `../retry.rs`; failures and bounds are in
+//! `failure.rs`.
 
 mod command;
 mod failure;
 mod http;
 mod output;
-mod retry;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +21,7 @@ use serde_json::json;
 
 use super::emit::NodeStream;
 use super::node::{Node, NodeInput, NodeResult};
+use super::retry::{GaveUp, Owner, RetryPolicy};
 use super::spec::NodeSpec;
 use crate::domain::run::RunError;
 use crate::domain::JsonMap;
@@ -29,7 +30,6 @@ use failure::FailureKind;
 pub(super) use failure::{chain, collect, within, Failure};
 use http::Endpoint;
 use output::NodeOutput;
-use retry::RetryPolicy;
 
 /// A node that POSTs `{state, config, node}` to a URL and applies the answer.
 pub struct HttpNode {
@@ -186,7 +186,7 @@ impl ExternalNode {
             inner: Arc::new(Attempts {
                 node: spec.name().to_owned(),
                 timeout: timeout_of(&owner, *timeout_seconds, DEFAULT_NODE_TIMEOUT)?,
-                retry: RetryPolicy::new(&owner, retry.as_ref())?,
+                retry: RetryPolicy::new(&owner, retry.as_ref(), Owner::Node)?,
                 target,
                 error_class,
             }),
@@ -219,37 +219,37 @@ impl Attempts {
         let payload = Bytes::from(payload.to_string());
         let max = self.retry.max_attempts;
         let target = self.target.describe();
-        let mut attempt = 1;
-        loop {
-            info!(
-                "external node attempt started node={} target={target} attempt={attempt}/{max}",
-                self.node
-            );
-            let started = Instant::now();
-            let outcome = within(self.timeout, self.attempt(payload.clone(), &input.stream)).await;
-            let elapsed_ms = started.elapsed().as_millis();
-            let failure = match outcome {
-                Ok(update) => {
+        let target = target.as_str();
+        let stream = &input.stream;
+        let subject = format!("node={}", self.node);
+        self.retry
+            .run(&subject, |attempt| {
+                let payload = payload.clone();
+                async move {
                     info!(
-                        "external node attempt finished node={} target={target} attempt={attempt}/{max} elapsed_ms={elapsed_ms} outcome=success",
+                        "external node attempt started node={} target={target} attempt={attempt}/{max}",
                         self.node
                     );
-                    return Ok(update);
+                    let started = Instant::now();
+                    let outcome = within(self.timeout, self.attempt(payload, stream)).await;
+                    let elapsed_ms = started.elapsed().as_millis();
+                    match &outcome {
+                        Ok(_) => info!(
+                            "external node attempt finished node={} target={target} attempt={attempt}/{max} elapsed_ms={elapsed_ms} outcome=success",
+                            self.node
+                        ),
+                        Err(failure) => info!(
+                            "external node attempt finished node={} target={target} attempt={attempt}/{max} elapsed_ms={elapsed_ms} outcome=error class={} retry={}",
+                            self.node,
+                            self.class_of(failure),
+                            self.retry.retries_after(failure, attempt)
+                        ),
+                    }
+                    outcome
                 }
-                Err(failure) => failure,
-            };
-            let retry = failure.retryable() && attempt < max;
-            info!(
-                "external node attempt finished node={} target={target} attempt={attempt}/{max} elapsed_ms={elapsed_ms} outcome=error class={} retry={retry}",
-                self.node,
-                self.class_of(&failure)
-            );
-            if !retry {
-                return Err(self.give_up(failure, attempt).into());
-            }
-            tokio::time::sleep(self.retry.backoff(attempt)).await;
-            attempt += 1;
-        }
+            })
+            .await
+            .map_err(|gave_up| self.give_up(gave_up).into())
     }
 
     async fn attempt(
@@ -272,19 +272,14 @@ impl Attempts {
         }
     }
 
-    fn give_up(&self, failure: Failure, attempts: u32) -> RunError {
-        let made = match attempts {
-            1 => "1 attempt made".to_owned(),
-            count => format!("{count} attempts made"),
-        };
-        let note = if !failure.retryable() && attempts < self.retry.max_attempts {
-            format!("{made}; this failure is not retried")
-        } else {
-            made
-        };
+    fn give_up(&self, gave_up: GaveUp<Failure>) -> RunError {
+        let failure = gave_up.error;
         RunError::new(
             self.class_of(&failure),
-            format!("node '{}' {} ({note})", self.node, failure.message),
+            format!(
+                "node '{}' {} ({})",
+                self.node, failure.message, gave_up.note
+            ),
         )
     }
 }

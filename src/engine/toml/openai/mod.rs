@@ -1,8 +1,9 @@
 //! The `openai` chat model provider: any OpenAI-compatible chat completions endpoint (OpenAI,
 //! vLLM, llama.cpp server, Ollama, LiteLLM). The `ChatModel` node POSTs to
 //! `{base_url}/chat/completions` (streamed or not) and turns the answer into a LangChain AI
-//! message, sending `AIMessageChunk`s live while it streams. Settings: `settings.rs`; formats:
-//! `wire.rs`; stream reading: `stream.rs`. The API key is read at call time and never logged.
+//! message, sending `AIMessageChunk`s live while it streams, and retrying transient failures
+//! (`../retry.rs`). Settings: `settings.rs`; formats: `wire.rs`; stream reading: `stream.rs`.
+//! The API key is read at call time and never logged.
 
 mod settings;
 mod stream;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use super::emit::{ModelInfo, NodeStream};
 use super::external::chain;
 use super::node::{messages_of, messages_update, Node, NodeInput, NodeResult};
+use super::retry::{retry_after, AttemptError, Transience};
 use super::spec::NodeSpec;
 use super::tools::Tool;
 use crate::domain::run::RunError;
@@ -67,8 +69,8 @@ impl Node for ChatModel {
     }
 }
 
-/// One model call: the request, the answer (streamed to `stream` as chunks when asked for) and
-/// the log lines around it.
+/// One model call: the request, made again after a transient failure as the node's retry policy
+/// says, the answer (streamed to `stream` as chunks when asked for) and the log lines around it.
 async fn call(
     settings: &Settings,
     client: &reqwest::Client,
@@ -93,16 +95,24 @@ async fn call(
     );
     stream.model_started(&model, history);
     let started = Instant::now();
-    let outcome = exchange(
-        settings,
-        client,
-        &body,
-        api_key.as_deref(),
-        &message_id,
-        |chunk| stream.model_chunk(&model, &chunk),
-        stream.wants_tokens(),
-    )
-    .await;
+    let outcome = settings
+        .retry
+        .run(&format!("node={}", settings.node), |_| {
+            exchange(
+                settings,
+                client,
+                &body,
+                api_key.as_deref(),
+                &message_id,
+                |chunk| stream.model_chunk(&model, &chunk),
+                stream.wants_tokens(),
+            )
+        })
+        .await
+        .map_err(|gave_up| {
+            let message = gave_up.counted(&gave_up.error.error.message);
+            RunError::new(gave_up.error.error.error, message)
+        });
     let elapsed_ms = started.elapsed().as_millis();
     match outcome {
         Ok(message) => {
@@ -132,8 +142,48 @@ async fn call(
     }
 }
 
+/// A failed attempt at a model call: the run's error, and whether another attempt may succeed.
+struct CallFailure {
+    error: RunError,
+    transience: Transience,
+}
+
+impl CallFailure {
+    /// A connection that failed or broke, or an attempt that overran its time.
+    fn transient(error: RunError) -> Self {
+        CallFailure {
+            error,
+            transience: Transience::Transient,
+        }
+    }
+}
+
+/// Bad answers, reported errors and refusals are not retried.
+impl From<RunError> for CallFailure {
+    fn from(error: RunError) -> Self {
+        CallFailure {
+            error,
+            transience: Transience::Permanent,
+        }
+    }
+}
+
+impl AttemptError for CallFailure {
+    fn transience(&self) -> Transience {
+        self.transience
+    }
+
+    fn logged(&self) -> String {
+        match self.transience {
+            Transience::Status { code, .. } => format!("status={code}"),
+            _ => format!("error={}", self.error.error),
+        }
+    }
+}
+
 /// Sends the request and reads the answer; `on_chunk` gets each `AIMessageChunk` when
-/// `wants_chunks` (and the endpoint streams).
+/// `wants_chunks` (and the endpoint streams). A stream that breaks off after a chunk was handed
+/// on fails for good: another attempt would send its tokens again.
 async fn exchange(
     settings: &Settings,
     client: &reqwest::Client,
@@ -142,20 +192,30 @@ async fn exchange(
     message_id: &str,
     mut on_chunk: impl FnMut(Value),
     wants_chunks: bool,
-) -> Result<Value, RunError> {
+) -> Result<Value, CallFailure> {
     let mut request = client.post(&settings.endpoint).json(body);
     if let Some(key) = api_key {
         request = request.bearer_auth(key);
     }
-    let mut response = settings.within(request.send()).await?;
+    let mut response = settings
+        .within(request.send())
+        .await
+        .map_err(CallFailure::transient)?;
     let status = response.status();
     if !status.is_success() {
+        let retry_after = retry_after(status, response.headers());
         // The error body is only for the message: its start is enough, and a failure reading
         // it leaves it out.
         let start = read_body(settings, &mut response, ERROR_BODY_BYTES)
             .await
             .unwrap_or_default();
-        return Err(status_error(status, &String::from_utf8_lossy(&start)));
+        return Err(CallFailure {
+            error: status_error(status, &String::from_utf8_lossy(&start)),
+            transience: Transience::Status {
+                code: status.as_u16(),
+                retry_after,
+            },
+        });
     }
     let is_event_stream = response
         .headers()
@@ -164,17 +224,27 @@ async fn exchange(
         .is_some_and(|value| value.starts_with("text/event-stream"));
     // A server that ignores `stream: true` answers with one JSON body; that is fine too.
     if !(settings.stream && is_event_stream) {
-        let bytes = read_body(settings, &mut response, MAX_RESPONSE_BYTES).await?;
+        let bytes = read_body(settings, &mut response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(CallFailure::transient)?;
         if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(too_large());
+            return Err(too_large().into());
         }
-        return parse_completion(&bytes, &settings.model, message_id);
+        return Ok(parse_completion(&bytes, &settings.model, message_id)?);
     }
     let mut lines = SseLines::default();
     let mut assembler = StreamAssembler::new(&settings.model);
     let mut received = 0;
     while !assembler.done {
-        let Some(bytes) = settings.within(response.chunk()).await? else {
+        let next = settings.within(response.chunk()).await;
+        let next = next.map_err(|error| {
+            if assembler.handed_on {
+                CallFailure::from(error)
+            } else {
+                CallFailure::transient(error)
+            }
+        })?;
+        let Some(bytes) = next else {
             for data in lines.finish()? {
                 assembler.take(&data, message_id, wants_chunks, &mut on_chunk)?;
             }
@@ -182,7 +252,7 @@ async fn exchange(
         };
         received += bytes.len();
         if received > MAX_RESPONSE_BYTES {
-            return Err(too_large());
+            return Err(too_large().into());
         }
         for data in lines.feed(&bytes)? {
             assembler.take(&data, message_id, wants_chunks, &mut on_chunk)?;

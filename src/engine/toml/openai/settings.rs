@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::wire::openai_message;
 use crate::domain::run::RunError;
 use crate::engine::toml::external::chain;
+use crate::engine::toml::retry::{Owner, RetryPolicy};
 use crate::engine::toml::spec::NodeSpec;
 use crate::engine::toml::tools::Tool;
 
@@ -31,6 +32,8 @@ pub(super) struct Settings {
     pub(super) stream: bool,
     /// The bound tools as OpenAI `tools` entries.
     tools: Vec<Value>,
+    /// How a call retries transient failures (by default as the OpenAI client does).
+    pub(super) retry: RetryPolicy,
 }
 
 /// Default `timeout_seconds`.
@@ -49,6 +52,7 @@ impl Settings {
             system_prompt,
             timeout_seconds,
             stream,
+            retry,
             ..
         } = spec
         else {
@@ -142,6 +146,7 @@ impl Settings {
             timeout,
             stream: stream.unwrap_or(true),
             tools: tools.iter().map(|tool| tool.binding()).collect(),
+            retry: RetryPolicy::new(&format!("node '{name}'"), retry.as_ref(), Owner::Call)?,
         })
     }
 
@@ -301,6 +306,14 @@ pub(super) mod tests {
             (&format!("{VALID}delay_ms = 200"), "delay_ms 200"),
             (&format!("{VALID}api_key_env = \"\""), "api_key_env"),
             (&format!("{VALID}api_key_env = \"A=B\""), "api_key_env"),
+            (
+                &format!("{VALID}retry = {{ max_attempts = 0 }}"),
+                "retry.max_attempts 0",
+            ),
+            (
+                &format!("{VALID}retry = {{ statuses = [\"2xx\"] }}"),
+                "retry.statuses \"2xx\"",
+            ),
         ];
         for (toml, field) in checks {
             let message = refusal(toml);
@@ -315,6 +328,7 @@ pub(super) mod tests {
         assert_eq!(settings.shown_url, "http://127.0.0.1:9/v1");
         assert_eq!(settings.endpoint, "http://127.0.0.1:9/v1/chat/completions");
         assert_eq!(settings.timeout, Duration::from_secs(60));
+        assert_eq!(settings.retry.max_attempts, 3, "as the OpenAI client");
         assert!(!settings.stream);
         assert_eq!(
             settings.tools[0]["function"]["name"],

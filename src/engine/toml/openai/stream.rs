@@ -92,6 +92,9 @@ pub(super) struct StreamAssembler {
     model: String,
     chunks: usize,
     pub(super) done: bool,
+    /// Whether a chunk was handed on: a call that breaks off after that cannot be made again
+    /// without the run's stream seeing the same tokens twice.
+    pub(super) handed_on: bool,
     response_id: Option<String>,
     model_name: Option<String>,
     content: String,
@@ -113,6 +116,7 @@ impl StreamAssembler {
             model: model.to_owned(),
             chunks: 0,
             done: false,
+            handed_on: false,
             response_id: None,
             model_name: None,
             content: String::new(),
@@ -132,6 +136,7 @@ impl StreamAssembler {
     ) -> Result<(), RunError> {
         if let Some(delta) = self.push(data)? {
             if wants_chunks {
+                self.handed_on = true;
                 on_chunk(delta_chunk(&delta, message_id));
             }
         }
