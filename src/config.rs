@@ -57,6 +57,15 @@ pub struct ServerSettings {
     /// carry an `Origin`); `["*"]` means any. Requests without an `Origin` are not affected.
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
+    /// Seconds an idle keep-alive connection stays open. Longer than clients' own pool expiry
+    /// (httpx 5 s, Node 4 s, load balancers 60 s), so the server is never the side that closes a
+    /// connection a client is reusing, not even after the process was paused.
+    #[serde(default = "default_keep_alive_seconds")]
+    pub keep_alive_seconds: f64,
+}
+
+fn default_keep_alive_seconds() -> f64 {
+    75.0
 }
 
 /// `[database]`
@@ -123,6 +132,11 @@ impl ServerSettings {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.shutdown_grace_seconds)
+    }
+
+    /// How long an idle keep-alive connection stays open.
+    pub fn keep_alive(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.keep_alive_seconds)
     }
 }
 
@@ -361,6 +375,7 @@ impl Settings {
                 "server.shutdown_grace_seconds",
                 self.server.shutdown_grace_seconds,
             ),
+            ("server.keep_alive_seconds", self.server.keep_alive_seconds),
             (
                 "runtime.run_timeout_seconds",
                 self.runtime.run_timeout_seconds,
@@ -505,6 +520,7 @@ mod tests {
                     "refuse_client_tool_calls",
                     "allowed_hosts",
                     "cors_allowed_origins",
+                    "keep_alive_seconds",
                     "replay_bytes",
                     "resumable_bytes",
                     "total_bytes",
@@ -521,6 +537,7 @@ mod tests {
         assert!(!settings.runtime.refuse_client_tool_calls);
         assert!(settings.server.allowed_hosts.is_empty());
         assert!(settings.server.cors_allowed_origins.is_empty());
+        assert_eq!(settings.server.keep_alive_seconds, 75.0);
         let defaults = crate::stream::StreamLimits::default();
         let limits = settings.stream.limits();
         assert_eq!(

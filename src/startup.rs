@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::Server;
-use actix_web::http::StatusCode;
+use actix_web::http::{KeepAlive, StatusCode};
 use actix_web::middleware::{from_fn, ErrorHandlers, Logger};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -159,6 +159,14 @@ impl Application {
         .disable_signals()
         // Requests still open once the runs are drained (streams of stopped runs) get this long.
         .shutdown_timeout(2)
+        // actix-http checks its keep-alive timer before it reads the socket: a connection idle
+        // past the timeout is closed unanswered even when a request already arrived on it (as
+        // after the process was paused). A timeout longer than clients' pool expiry means the
+        // client always gives up an idle connection first (docs/runtime.md, "Connections").
+        .keep_alive(match server_settings.keep_alive() {
+            idle if idle.is_zero() => KeepAlive::Disabled,
+            idle => KeepAlive::Timeout(idle),
+        })
         // Stream events and the end of a chunked body go out at once, not after a delayed ACK.
         .on_connect(|connection, _| {
             if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {

@@ -250,6 +250,7 @@ mod tests {
             shutdown_grace_seconds: 1.0,
             allowed_hosts: allowed_hosts.iter().map(|host| (*host).into()).collect(),
             cors_allowed_origins: origins.iter().map(|origin| (*origin).into()).collect(),
+            keep_alive_seconds: 75.0,
         }
     }
 

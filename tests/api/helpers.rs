@@ -166,6 +166,7 @@ pub fn test_settings(directory: &std::path::Path) -> Settings {
             shutdown_grace_seconds: 5.0,
             allowed_hosts: Vec::new(),
             cors_allowed_origins: Vec::new(),
+            keep_alive_seconds: 75.0,
         },
         database: DatabaseSettings {
             path: directory.join("spindle.db"),
